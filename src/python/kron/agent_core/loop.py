@@ -1,0 +1,319 @@
+"""The Claude tool loop as a small, pure state machine.
+
+`AgentLoop` holds the conversation and answers one question: what is the next step? It performs no
+I/O, reads no clock and draws no randomness, so the Temporal workflow can drive it deterministically
+(each step becomes one activity) and the in-process runner can drive it directly. Both feed the
+outcome of each step back with `record_model_response` / `record_tool_results`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from kron.agent_core.types import ModelRequest, ModelResponse, ToolCall, ToolResult
+from kron.contracts.models import (
+    AgentRunResult,
+    Conversation,
+    RunError,
+    RunProgress,
+    RunStatus,
+    StepKind,
+    StepRecord,
+)
+
+DEFAULT_SYSTEM_PROMPT = (
+    "You are kron, a background agent working on a user's goal with the user's own tools. "
+    "Work step by step, call tools when they help, and finish with a concise summary of what you did."
+)
+
+# Sent when a reply was cut off at max_tokens and we ask the model to go on.
+CONTINUE_PROMPT = "Your previous reply was cut off at the token limit. Continue exactly where you stopped."
+
+
+@dataclass(frozen=True)
+class RunLimits:
+    model: str
+    max_tokens: int = 4096
+    max_iterations: int = 25  # model calls per run
+    token_budget: int | None = None  # input + output tokens per run
+    max_continuations: int = 2  # how often a max_tokens cut-off is continued before finishing
+    system_prompt: str = DEFAULT_SYSTEM_PROMPT
+
+
+@dataclass(frozen=True)
+class CallModel:
+    request: ModelRequest
+
+
+@dataclass(frozen=True)
+class RunTools:
+    calls: list[ToolCall]
+
+
+@dataclass(frozen=True)
+class Finish:
+    result: AgentRunResult
+
+
+Step = CallModel | RunTools | Finish
+
+
+class AgentLoop:
+    """Decides the next step of one run from its conversation so far."""
+
+    def __init__(self, limits: RunLimits, goal: str, state: Conversation | None = None) -> None:
+        self.limits = limits
+        self.state = state if state is not None else Conversation(
+            messages=[{"role": "user", "content": goal}]
+        )
+        self._pending_calls: list[ToolCall] = _tool_calls_awaiting_results(self.state.messages)
+        self._finished: AgentRunResult | None = None
+        self._cancel_requested = False
+
+    # ---- reading the state -------------------------------------------------------------------
+    @property
+    def finished(self) -> AgentRunResult | None:
+        return self._finished
+
+    @property
+    def status(self) -> RunStatus:
+        return self._finished.status if self._finished else RunStatus.RUNNING
+
+    def progress(self, status: RunStatus | None = None) -> RunProgress:
+        return RunProgress(
+            status=status or self.status,
+            turns=self.state.turns,
+            steps=list(self.state.steps),
+            usage=self.state.usage.model_copy(),
+        )
+
+    def partial_result(self, status: RunStatus) -> AgentRunResult:
+        """The result so far, e.g. for a cancelled run or the `result` query of a live one."""
+        return AgentRunResult(
+            status=status,
+            output=_last_assistant_text(self.state.messages),
+            usage=self.state.usage.model_copy(),
+            turns=self.state.turns,
+        )
+
+    # ---- deciding ----------------------------------------------------------------------------
+    def next_step(self) -> Step:
+        if self._finished is not None:
+            return Finish(self._finished)
+        if self._cancel_requested:
+            return self._finish(self.partial_result(RunStatus.CANCELLED))
+        if self._pending_calls:
+            return RunTools(list(self._pending_calls))
+        budget = self.limits.token_budget
+        if budget is not None and self.state.usage.total_tokens >= budget:
+            return self._finish(
+                self.partial_result(RunStatus.BUDGET_EXCEEDED).model_copy(
+                    update={
+                        "error": RunError(
+                            code="budget_exceeded",
+                            message=f"token budget of {budget} used up "
+                            f"({self.state.usage.total_tokens} tokens)",
+                        )
+                    }
+                )
+            )
+        if self.state.turns >= self.limits.max_iterations:
+            return self._finish(
+                self.partial_result(RunStatus.MAX_ITERATIONS).model_copy(
+                    update={
+                        "error": RunError(
+                            code="max_iterations",
+                            message=f"stopped after {self.state.turns} model calls "
+                            f"(max_iterations={self.limits.max_iterations})",
+                        )
+                    }
+                )
+            )
+        return CallModel(self.model_request())
+
+    def model_request(self) -> ModelRequest:
+        return ModelRequest(
+            model=self.limits.model,
+            max_tokens=self.limits.max_tokens,
+            system=self.limits.system_prompt,
+            messages=self.state.messages,
+            tools=self.state.tools,
+        )
+
+    # ---- recording outcomes ------------------------------------------------------------------
+    def set_tools(self, tools: list[dict[str, Any]]) -> None:
+        self.state.tools = tools
+        self.state.tools_loaded = True
+
+    def request_cancel(self) -> None:
+        """Graceful cancel: the run stops before its next step."""
+        self._cancel_requested = True
+
+    def record_model_response(self, response: ModelResponse) -> None:
+        state = self.state
+        state.turns += 1
+        state.usage.model_calls += 1
+        state.usage.input_tokens += response.input_tokens
+        state.usage.output_tokens += response.output_tokens
+        self._record_step(StepKind.MODEL, response.model or self.limits.model, True, None,
+                          response.duration_seconds)
+
+        content = [b for b in response.content if not _is_empty_text(b)]
+        stop = response.stop_reason
+        if stop == "tool_use":
+            calls = [
+                ToolCall(id=b["id"], name=b["name"], input=b.get("input") or {})
+                for b in content
+                if b.get("type") == "tool_use"
+            ]
+            state.messages.append({"role": "assistant", "content": content})
+            if calls:
+                self._pending_calls = calls
+                return
+            # tool_use without tool calls: nothing to run; treat as a finished turn.
+            self._finish(self._completed())
+        elif stop == "max_tokens":
+            # Never leave a truncated tool_use (its input JSON may be cut) in the conversation.
+            text_only = [b for b in content if b.get("type") == "text"]
+            if text_only:
+                state.messages.append({"role": "assistant", "content": text_only})
+            if state.continuations < self.limits.max_continuations:
+                state.continuations += 1
+                if not text_only:
+                    state.messages.append({"role": "assistant", "content": "(cut off)"})
+                state.messages.append({"role": "user", "content": CONTINUE_PROMPT})
+            else:
+                self._finish(self._completed(truncated=True))
+        elif stop == "pause_turn":
+            # The API paused a long turn; sending the conversation back resumes it.
+            state.messages.append({"role": "assistant", "content": content})
+        elif stop == "refusal":
+            state.messages.append({"role": "assistant", "content": content or "(refused)"})
+            self._finish(
+                self.partial_result(RunStatus.FAILED).model_copy(
+                    update={
+                        "error": RunError(code="refused", message="the model declined this request"),
+                        "output": _text_of(content).strip(),
+                    }
+                )
+            )
+        else:  # end_turn, stop_sequence, or anything new: the model is done
+            state.messages.append({"role": "assistant", "content": content or "(no content)"})
+            self._finish(self._completed())
+
+    def record_tool_results(self, results: list[ToolResult]) -> None:
+        """Feed back the results of the pending calls (one `tool_result` block per call, in order)."""
+        by_id = {r.tool_use_id: r for r in results}
+        missing = [c.id for c in self._pending_calls if c.id not in by_id]
+        if missing:
+            raise ValueError(f"no result for tool calls {missing}")
+        blocks: list[dict[str, Any]] = []
+        for call in self._pending_calls:
+            result = by_id[call.id]
+            self.state.usage.tool_calls += 1
+            self._record_step(
+                StepKind.TOOL,
+                call.name,
+                not result.is_error,
+                _first_line(result.content) if result.is_error else None,
+                result.duration_seconds,
+            )
+            block: dict[str, Any] = {
+                "type": "tool_result",
+                "tool_use_id": call.id,
+                "content": result.content,
+            }
+            if result.is_error:
+                block["is_error"] = True
+            blocks.append(block)
+        self.state.messages.append({"role": "user", "content": blocks})
+        self._pending_calls = []
+
+    def fail(self, error: RunError) -> AgentRunResult:
+        """End the run as failed (e.g. a model call that cannot succeed)."""
+        if error.code.startswith("model"):
+            self._record_step(StepKind.MODEL, self.limits.model, False, error.message, 0.0)
+        return self._finish(
+            self.partial_result(RunStatus.FAILED).model_copy(update={"error": error})
+        ).result
+
+    # ---- internals ---------------------------------------------------------------------------
+    def _completed(self, truncated: bool = False) -> AgentRunResult:
+        return AgentRunResult(
+            status=RunStatus.COMPLETED,
+            output=_final_output(self.state.messages),
+            truncated=truncated,
+            usage=self.state.usage.model_copy(),
+            turns=self.state.turns,
+        )
+
+    def _finish(self, result: AgentRunResult) -> Finish:
+        self._finished = result
+        return Finish(result)
+
+    def _record_step(
+        self, kind: StepKind, name: str, ok: bool, error: str | None, duration: float
+    ) -> None:
+        self.state.steps.append(
+            StepRecord(
+                index=len(self.state.steps),
+                kind=kind,
+                turn=self.state.turns,
+                name=name,
+                ok=ok,
+                error=error,
+                duration_seconds=round(duration, 6),
+            )
+        )
+
+
+def _tool_calls_awaiting_results(messages: list[dict[str, Any]]) -> list[ToolCall]:
+    """Tool calls of a trailing assistant message (a checkpoint taken between model and tools)."""
+    if not messages or messages[-1].get("role") != "assistant":
+        return []
+    content = messages[-1].get("content")
+    if not isinstance(content, list):
+        return []
+    return [
+        ToolCall(id=b["id"], name=b["name"], input=b.get("input") or {})
+        for b in content
+        if isinstance(b, dict) and b.get("type") == "tool_use"
+    ]
+
+
+def _is_empty_text(block: dict[str, Any]) -> bool:
+    # The API rejects empty text blocks when they are sent back.
+    return block.get("type") == "text" and not str(block.get("text", "")).strip()
+
+
+def _text_of(content: list[dict[str, Any]] | str, separator: str = "\n") -> str:
+    if isinstance(content, str):
+        return content
+    return separator.join(str(b.get("text", "")) for b in content if b.get("type") == "text")
+
+
+def _last_assistant_text(messages: list[dict[str, Any]]) -> str:
+    for message in reversed(messages):
+        if message.get("role") == "assistant":
+            text = _text_of(message.get("content") or "").strip()
+            if text:
+                return text
+    return ""
+
+
+def _final_output(messages: list[dict[str, Any]]) -> str:
+    """The answer of the last turn, stitched together across max_tokens continuations."""
+    parts: list[str] = []
+    for message in reversed(messages):
+        if message.get("role") == "assistant":
+            parts.append(_text_of(message.get("content") or "", separator=""))
+        elif message.get("content") != CONTINUE_PROMPT:
+            break
+    text = "".join(reversed(parts)).strip()
+    return text or _last_assistant_text(messages)
+
+
+def _first_line(text: str, limit: int = 300) -> str:
+    line = text.strip().splitlines()[0] if text.strip() else ""
+    return line[:limit]

@@ -1,0 +1,173 @@
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from kron.agent_core.loop import (
+    CONTINUE_PROMPT,
+    AgentLoop,
+    CallModel,
+    Finish,
+    RunLimits,
+    RunTools,
+)
+from kron.agent_core.types import ModelResponse, ToolResult
+from kron.contracts.models import RunError, RunStatus, StepKind
+
+
+def reply(stop: str, *blocks: dict[str, Any], tokens: tuple[int, int] = (10, 5)) -> ModelResponse:
+    return ModelResponse(content=list(blocks), stop_reason=stop, input_tokens=tokens[0],
+                         output_tokens=tokens[1], model="claude-test")
+
+
+def text(t: str) -> dict[str, Any]:
+    return {"type": "text", "text": t}
+
+
+def tool_use(id_: str, name: str = "GITHUB_CREATE_ISSUE", **args: Any) -> dict[str, Any]:
+    return {"type": "tool_use", "id": id_, "name": name, "input": args}
+
+
+def new_loop(**limits: Any) -> AgentLoop:
+    return AgentLoop(RunLimits(model="claude-test", **limits), "triage my inbox")
+
+
+def test_first_step_calls_the_model_with_the_goal() -> None:
+    step = new_loop().next_step()
+    assert isinstance(step, CallModel)
+    assert step.request.messages == [{"role": "user", "content": "triage my inbox"}]
+    assert step.request.model == "claude-test"
+
+
+def test_tool_use_then_results_then_end_turn() -> None:
+    loop = new_loop()
+    loop.next_step()
+    loop.record_model_response(reply("tool_use", text("looking"), tool_use("t1", x=1),
+                                     tool_use("t2", name="GMAIL_FETCH_EMAILS")))
+    step = loop.next_step()
+    assert isinstance(step, RunTools)
+    assert [c.id for c in step.calls] == ["t1", "t2"]
+    assert step.calls[0].input == {"x": 1}
+
+    loop.record_tool_results([
+        ToolResult(tool_use_id="t2", content="boom", is_error=True),  # order must not matter
+        ToolResult(tool_use_id="t1", content='{"ok": true}'),
+    ])
+    last = loop.state.messages[-1]
+    assert last["role"] == "user"
+    assert [b["tool_use_id"] for b in last["content"]] == ["t1", "t2"]
+    assert "is_error" not in last["content"][0] and last["content"][1]["is_error"] is True
+
+    assert isinstance(loop.next_step(), CallModel)
+    loop.record_model_response(reply("end_turn", text("All done.")))
+    step = loop.next_step()
+    assert isinstance(step, Finish)
+    assert step.result.status == RunStatus.COMPLETED
+    assert step.result.output == "All done."
+    assert step.result.usage.model_calls == 2 and step.result.usage.tool_calls == 2
+    assert step.result.usage.input_tokens == 20 and step.result.usage.output_tokens == 10
+    kinds = [(s.kind, s.ok) for s in loop.state.steps]
+    assert kinds == [(StepKind.MODEL, True), (StepKind.TOOL, True), (StepKind.TOOL, False),
+                     (StepKind.MODEL, True)]
+    assert loop.state.steps[2].error == "boom"
+
+
+def test_missing_tool_result_is_rejected() -> None:
+    loop = new_loop()
+    loop.record_model_response(reply("tool_use", tool_use("t1"), tool_use("t2")))
+    with pytest.raises(ValueError, match="t2"):
+        loop.record_tool_results([ToolResult(tool_use_id="t1", content="x")])
+
+
+def test_max_iterations_stops_a_model_that_keeps_calling_tools() -> None:
+    loop = new_loop(max_iterations=2)
+    for i in range(2):
+        assert isinstance(loop.next_step(), CallModel)
+        loop.record_model_response(reply("tool_use", tool_use(f"t{i}")))
+        loop.next_step()
+        loop.record_tool_results([ToolResult(tool_use_id=f"t{i}", content="ok")])
+    step = loop.next_step()
+    assert isinstance(step, Finish)
+    assert step.result.status == RunStatus.MAX_ITERATIONS
+    assert step.result.turns == 2
+
+
+def test_budget_is_checked_before_each_model_call() -> None:
+    loop = new_loop(token_budget=30)
+    loop.record_model_response(reply("tool_use", tool_use("a"), tokens=(20, 5)))
+    loop.record_tool_results([ToolResult(tool_use_id="a", content="ok")])
+    assert isinstance(loop.next_step(), CallModel)  # 25 < 30
+    loop.record_model_response(reply("tool_use", tool_use("b"), tokens=(4, 1)))
+    loop.record_tool_results([ToolResult(tool_use_id="b", content="ok")])
+    step = loop.next_step()  # 30 >= 30
+    assert isinstance(step, Finish)
+    assert step.result.status == RunStatus.BUDGET_EXCEEDED
+    assert step.result.error is not None and "30" in step.result.error.message
+
+
+def test_max_tokens_is_continued_then_finished_with_what_there_is() -> None:
+    loop = new_loop(max_continuations=1)
+    loop.record_model_response(reply("max_tokens", text("part one, ")))
+    step = loop.next_step()
+    assert isinstance(step, CallModel)
+    assert step.request.messages[-1] == {"role": "user", "content": CONTINUE_PROMPT}
+    loop.record_model_response(reply("max_tokens", text("part two")))
+    step = loop.next_step()
+    assert isinstance(step, Finish)
+    assert step.result.status == RunStatus.COMPLETED
+    assert step.result.truncated is True
+    assert step.result.output == "part one, part two"
+
+
+def test_truncated_tool_use_is_never_executed() -> None:
+    loop = new_loop(max_continuations=1)
+    loop.record_model_response(reply("max_tokens", text("I'll open"), tool_use("cut", x=1)))
+    step = loop.next_step()
+    assert isinstance(step, CallModel)
+    assert all(b.get("type") != "tool_use"
+               for m in step.request.messages if isinstance(m["content"], list)
+               for b in m["content"])
+
+
+def test_refusal_fails_the_run_with_a_clear_code() -> None:
+    loop = new_loop()
+    loop.record_model_response(reply("refusal"))
+    step = loop.next_step()
+    assert isinstance(step, Finish)
+    assert step.result.status == RunStatus.FAILED
+    assert step.result.error is not None and step.result.error.code == "refused"
+
+
+def test_pause_turn_sends_the_conversation_back() -> None:
+    loop = new_loop()
+    loop.record_model_response(reply("pause_turn", text("thinking")))
+    step = loop.next_step()
+    assert isinstance(step, CallModel)
+    assert step.request.messages[-1]["role"] == "assistant"
+
+
+def test_cancel_stops_before_the_next_step_with_a_partial_result() -> None:
+    loop = new_loop()
+    loop.record_model_response(reply("tool_use", text("halfway"), tool_use("t1")))
+    loop.request_cancel()
+    step = loop.next_step()
+    assert isinstance(step, Finish)
+    assert step.result.status == RunStatus.CANCELLED
+    assert step.result.output == "halfway"
+
+
+def test_checkpoint_between_model_and_tools_resumes_with_the_tool_calls() -> None:
+    loop = new_loop()
+    loop.record_model_response(reply("tool_use", tool_use("t1")))
+    resumed = AgentLoop(loop.limits, "ignored", loop.state.model_copy(deep=True))
+    step = resumed.next_step()
+    assert isinstance(step, RunTools) and [c.id for c in step.calls] == ["t1"]
+
+
+def test_fail_records_a_failed_model_step() -> None:
+    loop = new_loop()
+    result = loop.fail(RunError(code="model_bad_request", message="bad", status_code=400))
+    assert result.status == RunStatus.FAILED
+    assert loop.state.steps[-1].ok is False
+    assert isinstance(loop.next_step(), Finish)

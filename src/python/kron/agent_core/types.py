@@ -1,0 +1,76 @@
+"""Values exchanged between the agent loop and its ports (pydantic, so they cross Temporal as-is)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+
+class ModelRequest(BaseModel):
+    """One Messages API call."""
+
+    model: str
+    max_tokens: int
+    system: str | None = None
+    messages: list[dict[str, Any]]
+    tools: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class ModelResponse(BaseModel):
+    """The parts of a Messages API response the loop needs."""
+
+    content: list[dict[str, Any]]  # content blocks as plain JSON dicts (text / tool_use / ...)
+    stop_reason: str | None
+    input_tokens: int = 0
+    output_tokens: int = 0
+    model: str = ""
+    request_id: str | None = None
+    duration_seconds: float = 0.0
+
+
+class ToolCall(BaseModel):
+    """A `tool_use` block the model asked for."""
+
+    id: str
+    name: str
+    input: dict[str, Any] = Field(default_factory=dict)
+
+
+class ToolResult(BaseModel):
+    """The outcome of one tool call, fed back to the model as a `tool_result` block."""
+
+    tool_use_id: str
+    content: str
+    is_error: bool = False
+    duration_seconds: float = 0.0
+
+
+class ModelCallError(Exception):
+    """A model call that failed. `retryable` says whether trying again can help.
+
+    Adapters raise it with secrets already stripped from `message`.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retryable: bool,
+        status_code: int | None = None,
+        retry_after_seconds: float | None = None,
+        code: str = "model_error",
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retryable = retryable
+        self.status_code = status_code
+        self.retry_after_seconds = retry_after_seconds
+        self.code = code
+
+
+class ToolTransportError(Exception):
+    """The tool backend could not be reached or failed transiently (5xx, connection): worth a retry.
+
+    A tool that ran and reported failure is *not* this: that is a `ToolResult(is_error=True)`.
+    """

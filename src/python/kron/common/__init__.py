@@ -1,0 +1,1 @@
+"""Cross-cutting helpers every deployable uses: logging, metrics."""

@@ -1,0 +1,58 @@
+"""structlog, configured once per process: JSON lines unless stderr is a terminal.
+
+Context such as `workflow_id` or `request_id` is bound with `structlog.contextvars` and appears on
+every line logged while it is bound. Values under keys that look like secrets are redacted.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import MutableMapping
+from typing import Any
+
+import structlog
+
+_SECRET_KEY_PARTS = ("api_key", "apikey", "secret", "token", "password", "authorization")
+_configured = False
+
+
+def _redact_secrets(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    for key in event:
+        if any(part in key.lower() for part in _SECRET_KEY_PARTS) and key != "event":
+            event[key] = "[redacted]"
+    return event
+
+
+def configure_logging(level: str = "INFO", *, json: bool | None = None) -> None:
+    """Idempotent; `json=None` picks JSON unless stderr is a TTY."""
+    global _configured
+    if _configured:
+        return
+    _configured = True
+    render_json = not sys.stderr.isatty() if json is None else json
+    renderer: structlog.types.Processor = (
+        structlog.processors.JSONRenderer() if render_json else structlog.dev.ConsoleRenderer()
+    )
+    numeric_level = logging.getLevelName(level.upper())
+    if not isinstance(numeric_level, int):
+        numeric_level = logging.INFO
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            _redact_secrets,
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(numeric_level),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=True,
+    )
+    # Route stdlib logging (temporalio, uvicorn, httpx) to stderr at WARNING so it doesn't drown us.
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s %(message)s")
+
+
+def get_logger(name: str) -> Any:
+    return structlog.get_logger(name)

@@ -1,0 +1,158 @@
+"""Workflow input/output and query models shared across deployables.
+
+All models are pydantic v2 and travel through Temporal with the pydantic data converter.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class RunStatus(StrEnum):
+    """Lifecycle of one agent run, as reported by the `status` query."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    WAITING = "waiting"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    MAX_ITERATIONS = "max_iterations"
+    BUDGET_EXCEEDED = "budget_exceeded"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self not in (RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.WAITING)
+
+
+class StepKind(StrEnum):
+    MODEL = "model"
+    TOOL = "tool"
+
+
+class Usage(BaseModel):
+    """Token and call accounting for one run (accumulated across continue-as-new)."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    model_calls: int = 0
+    tool_calls: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+
+class StepRecord(BaseModel):
+    """One completed step of a run, for the `progress` query."""
+
+    index: int
+    kind: StepKind
+    turn: int
+    name: str  # model name for a model step, tool slug for a tool step
+    ok: bool
+    error: str | None = None
+    duration_seconds: float = 0.0
+
+
+class RunError(BaseModel):
+    """Why a run failed, in words a user can act on. Never carries secrets."""
+
+    code: str  # e.g. "model_bad_request", "model_auth", "refused", "internal"
+    message: str
+    status_code: int | None = None
+
+
+class Conversation(BaseModel):
+    """The run's state that continue-as-new carries forward. Opaque to the gateway."""
+
+    messages: list[dict[str, Any]] = Field(default_factory=list)
+    tools: list[dict[str, Any]] = Field(default_factory=list)
+    tools_loaded: bool = False
+    usage: Usage = Field(default_factory=Usage)
+    turns: int = 0
+    continuations: int = 0
+    steps: list[StepRecord] = Field(default_factory=list)
+
+
+class ApprovalPolicy(BaseModel):
+    """Tool calls that wait for a human before they run.
+
+    An entry is a toolkit (`github`: every GITHUB_* tool) or a tool slug (`GMAIL_SEND_EMAIL`).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    require_for: list[str] = Field(default_factory=list, max_length=64)
+    timeout_seconds: int = Field(default=3600, ge=1, le=7 * 24 * 3600)
+
+    def requires(self, tool_slug: str) -> bool:
+        slug = tool_slug.upper()
+        return any(
+            slug == entry.upper() or slug.startswith(entry.upper() + "_") for entry in self.require_for
+        )
+
+
+class PendingToolCall(BaseModel):
+    id: str
+    name: str
+    input: dict[str, Any] = Field(default_factory=dict)
+
+
+class PendingApproval(BaseModel):
+    """Tool calls waiting for a decision (the `progress` query shows it while status is waiting)."""
+
+    turn: int
+    calls: list[PendingToolCall]
+    timeout_seconds: int
+
+
+class ApprovalDecision(BaseModel):
+    """Payload of the `approve` signal: one decision for all calls currently waiting."""
+
+    approved: bool
+    reason: str | None = Field(default=None, max_length=2000)
+
+
+class AgentRunInput(BaseModel):
+    """Input of `AgentWorkflow`: what the user asked for and the limits it runs under."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    user_id: str = Field(min_length=1, max_length=256)
+    goal: str = Field(min_length=1, max_length=32_000)
+    toolkits: list[str] = Field(default_factory=list, max_length=32)
+    model: str | None = None  # None: the worker's configured default
+    max_tokens: int | None = Field(default=None, ge=1, le=64_000)
+    max_iterations: int = Field(default=25, ge=1, le=1_000)
+    token_budget: int | None = Field(default=None, ge=1)
+    system_prompt: str | None = Field(default=None, max_length=32_000)
+    callback_url: str | None = None
+    approval: ApprovalPolicy | None = None
+    request_id: str | None = None
+    # Set only by the workflow itself when it continues as new.
+    checkpoint: Conversation | None = None
+
+
+class AgentRunResult(BaseModel):
+    """What a run ends with (also answered by the `result` query while it runs)."""
+
+    status: RunStatus
+    output: str = ""
+    truncated: bool = False  # the model hit max_tokens and we finished with what there was
+    error: RunError | None = None
+    usage: Usage = Field(default_factory=Usage)
+    turns: int = 0
+
+
+class RunProgress(BaseModel):
+    """Answer of the `progress` query."""
+
+    status: RunStatus
+    turns: int
+    steps: list[StepRecord]
+    usage: Usage
+    pending_approval: PendingApproval | None = None

@@ -1,0 +1,20 @@
+"""String names that cross deployables: workflows, task queues, signals, queries, search attributes."""
+
+from typing import Final
+
+AGENT_WORKFLOW: Final = "AgentWorkflow"
+AGENT_TASK_QUEUE: Final = "kron-agent"
+
+# Signals understood by AgentWorkflow.
+SIGNAL_CANCEL: Final = "cancel"
+SIGNAL_APPROVE: Final = "approve"  # payload: ApprovalDecision
+
+# Queries answered by AgentWorkflow.
+QUERY_STATUS: Final = "status"
+QUERY_PROGRESS: Final = "progress"
+QUERY_USAGE: Final = "usage"
+QUERY_RESULT: Final = "result"
+
+# Custom search attribute (Keyword) holding the owning user's id; lets the gateway list one user's
+# runs through Temporal visibility instead of listing everything and filtering.
+SEARCH_ATTRIBUTE_USER: Final = "KronUserId"

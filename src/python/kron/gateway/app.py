@@ -1,0 +1,125 @@
+"""`create_app`: the gateway's FastAPI application.
+
+The lifespan connects the Temporal client (with the pydantic data converter the worker uses; while
+Temporal is unreachable the gateway serves anyway, not ready, and keeps trying) and starts loading the
+Composio adapter in the background.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+
+from kron.common.logging import get_logger
+from kron.gateway.errors import install_error_handlers
+from kron.gateway.metrics import GatewayMetrics
+from kron.gateway.middleware import RequestContextMiddleware
+from kron.gateway.preflight import ConnectionsFactory, Preflight, composio_connections_factory
+from kron.gateway.ratelimit import TokenBucketLimiter
+from kron.gateway.routers import auth, health, tasks
+from kron.gateway.runs import CursorCodec
+from kron.gateway.settings import GatewaySettings, get_settings
+from kron.gateway.state import GatewayState
+
+log = get_logger(__name__)
+
+
+class _FromSettings:
+    """Default of `connections_factory`: None already means "no preflight"."""
+
+
+FROM_SETTINGS = _FromSettings()
+
+
+def create_app(
+    settings: GatewaySettings | None = None,
+    *,
+    temporal_client: Client | None = None,
+    connections_factory: ConnectionsFactory | None | _FromSettings = FROM_SETTINGS,
+) -> FastAPI:
+    """`temporal_client`: use this client instead of connecting one (tests share theirs).
+    `connections_factory`: what the toolkit preflight talks to; by default Composio from the
+    settings (None when no key is set, i.e. no preflight)."""
+    settings = settings or get_settings()
+    metrics = GatewayMetrics()
+    factory = (
+        composio_connections_factory(settings)
+        if isinstance(connections_factory, _FromSettings)
+        else connections_factory
+    )
+    state = GatewayState(
+        settings=settings,
+        metrics=metrics,
+        dispatch_limiter=TokenBucketLimiter(settings.dispatch_rate_per_second, settings.dispatch_burst),
+        preflight=Preflight(
+            factory,
+            metrics,
+            timeout_seconds=settings.preflight_timeout_seconds,
+            connect_callback_url=settings.connect_callback_url,
+        ),
+        cursors=CursorCodec(settings.jwt_secret.get_secret_value().encode()),
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if temporal_client is not None:
+            state.client = temporal_client
+        else:
+            connecting = asyncio.create_task(_connect_temporal(state))
+            # Usually connected at once; if not, serve anyway (not ready, 503s) while it retries.
+            await asyncio.wait({connecting}, timeout=settings.temporal_startup_wait_seconds)
+        state.preflight.warm_up()
+        log.info("gateway started", temporal=settings.temporal_address, task_queue=settings.task_queue,
+                 dev_mode=settings.dev_mode, preflight=state.preflight.enabled,
+                 identity_stand_in=settings.token_endpoint_active)  # not "token*": logging redacts those keys
+        try:
+            yield
+        finally:
+            if temporal_client is None and not connecting.done():
+                connecting.cancel()
+            await state.aclose()
+
+    app = FastAPI(
+        title="kron gateway",
+        summary="Durable background AI agents: dispatch, follow and cancel runs.",
+        version="0.1.0",
+        lifespan=lifespan,
+        # FastAPI's built-in OpenTelemetry hooks: kron exports Prometheus metrics instead.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
+        docs_url="/docs" if settings.dev_mode else None,
+        redoc_url=None,
+    )
+    app.state.gateway = state
+    install_error_handlers(app)
+    app.add_middleware(RequestContextMiddleware, metrics=metrics, max_body_bytes=settings.max_body_bytes)
+    app.include_router(health.router)
+    app.include_router(auth.router)
+    app.include_router(tasks.router)
+    return app
+
+
+async def _connect_temporal(state: GatewayState) -> None:
+    """Connect, retrying with backoff until it works. Once connected the client reconnects by
+    itself after server restarts (calls in between fail with RPC errors: 503s)."""
+    settings = state.settings
+    delay = 0.5
+    while True:
+        try:
+            state.client = await Client.connect(
+                settings.temporal_address,
+                namespace=settings.temporal_namespace,
+                data_converter=pydantic_data_converter,
+            )
+        except Exception as error:  # noqa: BLE001 - the SDK raises RuntimeError for connect failures
+            log.warning("temporal not reachable, retrying", temporal=settings.temporal_address,
+                        exc_type=type(error).__name__, retry_in_seconds=delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)
+        else:
+            log.info("temporal connected", temporal=settings.temporal_address)
+            return

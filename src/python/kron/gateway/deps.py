@@ -1,0 +1,73 @@
+"""Dependencies shared by the routers, as `Annotated` aliases.
+
+Identity: `CurrentUser` is the verified `sub` of the bearer token, checked here and only here
+(`tokens.verify_token`), so an OIDC/JWKS verifier can replace it without touching a route.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from temporalio.client import Client
+
+from kron.gateway.errors import ApiError, unauthorized
+from kron.gateway.settings import GatewaySettings
+from kron.gateway.state import GatewayState
+from kron.gateway.tokens import InvalidToken, verify_token
+
+# Dependencies are `async def` although they do not await: FastAPI runs plain `def` dependencies in
+# its thread pool, a thread hop per request for nothing.
+
+# auto_error=False: a missing or non-Bearer Authorization header gets our JSON 401, not FastAPI's.
+_bearer = HTTPBearer(auto_error=False, description="A kron access token (JWT).")
+
+
+async def get_state(request: Request) -> GatewayState:
+    state: GatewayState = request.app.state.gateway
+    return state
+
+
+State = Annotated[GatewayState, Depends(get_state)]
+
+
+async def get_app_settings(state: State) -> GatewaySettings:
+    # The app's own settings rather than `get_settings()`: tests run several apps in one process.
+    return state.settings
+
+
+Settings = Annotated[GatewaySettings, Depends(get_app_settings)]
+
+
+async def get_temporal_client(state: State) -> Client:
+    if state.client is None:
+        raise ApiError(503, "temporal_unavailable", "The task service is not connected yet",
+                       headers={"Retry-After": "2"})
+    return state.client
+
+
+TemporalClient = Annotated[Client, Depends(get_temporal_client)]
+
+
+async def current_user(
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    settings: Settings,
+) -> str:
+    if credentials is None:
+        raise unauthorized("missing_token", "Send a bearer token: Authorization: Bearer <token>")
+    try:
+        return verify_token(credentials.credentials, settings)
+    except InvalidToken as invalid:
+        raise unauthorized(invalid.error, invalid.detail) from None
+
+
+CurrentUser = Annotated[str, Depends(current_user)]
+
+
+async def get_request_id(request: Request) -> str | None:
+    request_id = getattr(request.state, "request_id", None)
+    return request_id if isinstance(request_id, str) else None
+
+
+RequestId = Annotated[str | None, Depends(get_request_id)]

@@ -1,0 +1,442 @@
+"""Tasks: dispatch, list, read, follow (SSE) and cancel agent runs. Each route acts for the verified
+`sub` only; another user's task is a 404, like a task that does not exist."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import re
+import time
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Path, Query, Response
+from fastapi.responses import StreamingResponse
+from temporalio.client import Client, WorkflowExecutionDescription
+from temporalio.service import RPCError
+
+from kron.common.logging import get_logger
+from kron.contracts import names
+from kron.contracts.models import AgentRunInput, ApprovalDecision, ApprovalPolicy, RunProgress
+from kron.gateway import runs
+from kron.gateway.deps import CurrentUser, RequestId, State, TemporalClient
+from kron.gateway.errors import ApiError, ToolkitNotConnectedBody, error_responses, validation_error
+from kron.gateway.metrics import DispatchOutcome
+from kron.gateway.preflight import PreflightUnavailable, ToolkitRejected
+from kron.gateway.schemas import (
+    ApprovalAccepted,
+    ApprovalRequest,
+    CancelAccepted,
+    DispatchAccepted,
+    DispatchRequest,
+    ExecutionState,
+    TaskDetail,
+    TaskPage,
+)
+from kron.gateway.settings import GatewaySettings
+from kron.gateway.state import GatewayState
+
+log = get_logger(__name__)
+router = APIRouter(prefix="/tasks", tags=["tasks"])
+
+TASK_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
+TaskIdPath = Annotated[str, Path(pattern=TASK_ID_PATTERN, description="The id `dispatch` returned.")]
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        pattern=r"^[\x21-\x7e]{1,255}$",
+        description="Retrying a dispatch with the same key returns the task the first one made.",
+    ),
+]
+LastEventId = Annotated[str | None, Header(alias="Last-Event-ID", max_length=64)]
+_ASCII_INDEX = re.compile(r"^[0-9]{1,9}$")
+_SSE_RESPONSE: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "Server-Sent Events: `step` (one per completed step, `id` = step index), "
+        "`status` (on every change) and a final `end` with the task, after which the stream closes "
+        "(or `error` if Temporal fails mid-stream).",
+        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+    }
+}
+
+
+# --- dispatch
+
+
+@router.post(
+    "/dispatch",
+    status_code=202,
+    operation_id="dispatch_task",
+    response_model=DispatchAccepted,
+    responses={
+        **error_responses(400, 401, 413, 422, 429, 503),
+        409: {"model": ToolkitNotConnectedBody, "description": "A named toolkit is not connected"},
+    },
+    summary="Start an agent run",
+)
+async def dispatch(
+    body: DispatchRequest,
+    user: CurrentUser,
+    state: State,
+    client: TemporalClient,
+    request_id: RequestId,
+    response: Response,
+    idempotency_key: IdempotencyKey = None,
+) -> DispatchAccepted:
+    settings, metrics = state.settings, state.metrics
+    try:
+        run_input = _run_input(body, user, settings, request_id)
+    except ApiError:
+        metrics.dispatched(DispatchOutcome.INVALID)
+        raise
+
+    wait_seconds = state.dispatch_limiter.acquire(user)
+    if wait_seconds > 0:
+        metrics.dispatched(DispatchOutcome.RATE_LIMITED)
+        retry_after = max(1, math.ceil(wait_seconds))
+        raise ApiError(
+            429,
+            "rate_limited",
+            f"Too many dispatches; retry in {retry_after} s",
+            headers={"Retry-After": str(retry_after)},
+            retry_after_seconds=retry_after,
+        )
+
+    try:
+        missing = await state.preflight.first_unconnected(user, run_input.toolkits)
+    except PreflightUnavailable:
+        metrics.dispatched(DispatchOutcome.PREFLIGHT_ERROR)
+        raise ApiError(
+            503,
+            "preflight_unavailable",
+            "Could not check your toolkit connections; try again shortly",
+            headers={"Retry-After": "2"},
+        ) from None
+    except ToolkitRejected as rejected:
+        metrics.dispatched(DispatchOutcome.INVALID)
+        raise ApiError(
+            422, "toolkit_unavailable", f"Toolkit {rejected.toolkit!r} cannot be connected",
+            toolkit=rejected.toolkit,
+        ) from None
+    if missing is not None:
+        metrics.dispatched(DispatchOutcome.NOT_CONNECTED)
+        raise ApiError(
+            409,
+            "toolkit_not_connected",
+            f"Connect {missing.toolkit} first (open connect_url), then dispatch again",
+            toolkit=missing.toolkit,
+            connect_url=missing.connect_url,
+        )
+
+    try:
+        task_id, status, replayed = await runs.start_run(
+            client,
+            run_input,
+            task_queue=settings.task_queue,
+            idempotency_key=idempotency_key,
+            rpc_timeout=_rpc_timeout(settings),
+        )
+    except RPCError:
+        metrics.dispatched(DispatchOutcome.TEMPORAL_ERROR)
+        raise
+    metrics.dispatched(DispatchOutcome.REPLAYED if replayed else DispatchOutcome.STARTED)
+    response.headers["Location"] = f"/tasks/{task_id}"
+    log.info("task dispatched", task_id=task_id, user_id=user, replayed=replayed,
+             toolkits=run_input.toolkits)
+    return DispatchAccepted(task_id=task_id, status=status, replayed=replayed)
+
+
+def _run_input(
+    body: DispatchRequest, user: str, settings: GatewaySettings, request_id: str | None
+) -> AgentRunInput:
+    """The workflow input, after the checks that depend on settings (422 like schema errors)."""
+    errors: list[dict[str, Any]] = []
+
+    def reject(field: str, message: str, kind: str) -> None:
+        errors.append({"loc": ["body", field], "msg": message, "type": kind})
+
+    if not body.goal.strip():
+        reject("goal", "Goal must not be blank", "string_blank")
+    if len(body.goal) > settings.max_goal_chars:
+        reject("goal", f"Goal must be at most {settings.max_goal_chars} characters", "string_too_long")
+    named = ([body.toolkit] if body.toolkit else []) + body.toolkits
+    toolkits = list(dict.fromkeys(t.lower() for t in named))  # deduplicated, order kept
+    if len(toolkits) > settings.max_toolkits:
+        reject("toolkits", f"At most {settings.max_toolkits} toolkits", "too_long")
+    if body.model is not None and (
+        len(body.model) > settings.model_max_length or not settings.model_regex.fullmatch(body.model)
+    ):
+        reject("model", "Model is not an allowed model name", "model_not_allowed")
+    if body.max_iterations is not None and body.max_iterations > settings.max_iterations_limit:
+        reject("max_iterations", f"Must be at most {settings.max_iterations_limit}", "less_than_equal")
+    if body.budget is not None and body.budget > settings.max_token_budget:
+        reject("budget", f"Must be at most {settings.max_token_budget} tokens", "less_than_equal")
+    if errors:
+        raise validation_error(errors)
+    optional: dict[str, Any] = {}
+    if body.max_iterations is not None:
+        optional["max_iterations"] = body.max_iterations
+    if body.approval_required:
+        optional["approval"] = ApprovalPolicy(
+            require_for=body.approval_required, timeout_seconds=body.approval_timeout_seconds
+        )
+    return AgentRunInput(
+        user_id=user,
+        goal=body.goal,
+        toolkits=toolkits,
+        model=body.model,
+        token_budget=body.budget,
+        callback_url=str(body.callback_url) if body.callback_url else None,
+        request_id=request_id,
+        **optional,
+    )
+
+
+# --- list and read
+
+
+@router.get(
+    "",
+    operation_id="list_tasks",
+    response_model=TaskPage,
+    responses=error_responses(401, 422, 503),
+    summary="List your tasks, newest first",
+)
+async def list_tasks(
+    user: CurrentUser,
+    state: State,
+    client: TemporalClient,
+    status: Annotated[ExecutionState | None, Query(description="Only tasks in this state.")] = None,
+    limit: Annotated[int | None, Query(ge=1, le=100)] = None,
+    cursor: Annotated[str | None, Query(max_length=2048, description="`next_cursor` of the previous page.")] = None,
+) -> TaskPage:
+    """Open tasks first (most recently started first), then finished ones (most recently finished
+    first): Temporal's visibility order, as the dev server's SQL store cannot sort otherwise."""
+    settings = state.settings
+    scope = f"{user}\0{status.value if status else ''}"
+    page_token: bytes | None = None
+    if cursor:
+        page_token = state.cursors.decode(cursor, scope)
+        if page_token is None:
+            raise ApiError(422, "invalid_cursor", "The cursor is not valid for this listing; start over")
+    pages = client.list_workflows(
+        runs.visibility_query(user, status),
+        page_size=limit or settings.list_default_page_size,
+        next_page_token=page_token,
+        rpc_timeout=_rpc_timeout(settings),
+    )
+    await pages.fetch_next_page()
+    tasks = [await runs.summary(execution) for execution in pages.current_page or []]
+    next_token = pages.next_page_token
+    return TaskPage(tasks=tasks, next_cursor=state.cursors.encode(next_token, scope) if next_token else None)
+
+
+@router.get(
+    "/{task_id}",
+    operation_id="get_task",
+    response_model=TaskDetail,
+    responses=error_responses(401, 404, 422, 503),
+    summary="A task's status, steps, usage and result",
+)
+async def get_task(task_id: TaskIdPath, user: CurrentUser, state: State, client: TemporalClient) -> TaskDetail:
+    settings = state.settings
+    handle, description = await runs.describe_owned(client, task_id, user, _rpc_timeout(settings))
+    return await runs.read_task(
+        handle, description, query_timeout=_query_timeout(settings), rpc_timeout=_rpc_timeout(settings)
+    )
+
+
+# --- events
+
+
+@router.get(
+    "/{task_id}/events",
+    operation_id="stream_task_events",
+    response_class=StreamingResponse,
+    responses={**_SSE_RESPONSE, **error_responses(401, 404, 422, 503)},
+    summary="Follow a task as Server-Sent Events",
+)
+async def stream_task_events(
+    task_id: TaskIdPath,
+    user: CurrentUser,
+    state: State,
+    client: TemporalClient,
+    last_event_id: LastEventId = None,
+) -> StreamingResponse:
+    """Every completed step once (`Last-Event-ID` resumes after that step), status changes, then
+    `end` when the run reaches a terminal state."""
+    # Ownership is checked before the stream starts, so a wrong id is a plain JSON 404.
+    handle, description = await runs.describe_owned(client, task_id, user, _rpc_timeout(state.settings))
+    resume_after = int(last_event_id) if last_event_id and _ASCII_INDEX.fullmatch(last_event_id) else -1
+    return StreamingResponse(
+        _until_temporal_fails(_task_events(handle, description, state.settings, resume_after)),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+async def _task_events(
+    handle: runs.RunHandle,
+    description: WorkflowExecutionDescription,
+    settings: GatewaySettings,
+    resume_after: int,
+) -> AsyncIterator[str]:
+    rpc_timeout, query_timeout = _rpc_timeout(settings), _query_timeout(settings)
+    next_step = resume_after + 1
+    last_status = None
+    opened = last_sent = time.monotonic()
+    # The progress query cannot tell a run that was terminated from one that is still going:
+    # re-describe every ~2 s (and on every tick while nothing answers the query).
+    describe_every = max(1, round(2.0 / settings.sse_poll_seconds))
+    tick, stale = 0, False
+    yield "retry: 2000\n\n"
+    while True:
+        if tick and (stale or tick % describe_every == 0):
+            description = await handle.describe(rpc_timeout=rpc_timeout)
+        detail = await runs.read_task(handle, description, query_timeout=query_timeout, rpc_timeout=rpc_timeout)
+        stale = not detail.live  # queued, or no worker answered: only Temporal can say what changed
+        events: list[str] = []
+        for step in detail.steps:
+            if step.index >= next_step:
+                events.append(_sse("step", step.model_dump_json(), event_id=str(step.index)))
+                next_step = step.index + 1
+        if detail.status != last_status:
+            status = {"status": detail.status, "turns": detail.turns, "usage": detail.usage.model_dump()}
+            events.append(_sse("status", json.dumps(status)))
+            last_status = detail.status
+        closed = runs.execution_state(description.status) is not ExecutionState.RUNNING
+        if detail.status.is_terminal or closed:
+            events.append(_sse("end", detail.model_dump_json(exclude={"steps"})))
+            yield "".join(events)
+            return
+        now = time.monotonic()
+        if events:
+            yield "".join(events)
+            last_sent = now
+        elif now - last_sent >= settings.sse_keepalive_seconds:
+            yield ": keepalive\n\n"  # keeps proxies from closing an idle stream
+            last_sent = now
+        if now - opened >= settings.sse_max_seconds:
+            return  # the client reconnects with Last-Event-ID
+        await asyncio.sleep(settings.sse_poll_seconds)
+        tick += 1
+
+
+async def _until_temporal_fails(events: AsyncIterator[str]) -> AsyncIterator[str]:
+    """Once streaming, a status code can no longer say that Temporal failed: an `error` event does,
+    then the stream closes (the client reconnects with Last-Event-ID)."""
+    try:
+        async for event in events:
+            yield event
+    except RPCError as error:
+        log.warning("event stream stopped: temporal call failed", rpc_status=error.status.name if error.status else None)
+        detail = {"error": "temporal_unavailable", "detail": "The task service is unavailable; reconnect shortly"}
+        yield _sse("error", json.dumps(detail))
+
+
+def _sse(event: str, data: str, *, event_id: str | None = None) -> str:
+    head = f"id: {event_id}\n" if event_id is not None else ""
+    return f"{head}event: {event}\ndata: {data}\n\n"
+
+
+# --- cancel
+
+
+@router.delete(
+    "/{task_id}",
+    status_code=202,
+    operation_id="cancel_task",
+    response_model=CancelAccepted,
+    responses=error_responses(401, 404, 409, 422, 503),
+    summary="Cancel a task: gracefully, then for good after a grace period",
+)
+async def cancel_task(task_id: TaskIdPath, user: CurrentUser, state: State, client: TemporalClient) -> CancelAccepted:
+    """The run gets a `cancel` signal (it stops after the step in flight, keeping a partial result);
+    if it is still open after `KRON_CANCEL_GRACE_SECONDS` it is cancelled outright."""
+    settings = state.settings
+    handle, description = await runs.describe_owned(client, task_id, user, _rpc_timeout(settings))
+    execution = runs.execution_state(description.status)
+    if execution is not ExecutionState.RUNNING:
+        raise ApiError(409, "task_finished", "The task has already finished", execution_status=execution.value)
+    await handle.signal(names.SIGNAL_CANCEL, rpc_timeout=_rpc_timeout(settings))
+    grace = settings.cancel_grace_seconds
+    state.run_in_background(_hard_cancel_after(handle, grace, _rpc_timeout(settings)))
+    log.info("task cancel requested", task_id=task_id, user_id=user, grace_seconds=grace)
+    return CancelAccepted(task_id=task_id, hard_cancel_after_seconds=grace)
+
+
+async def _hard_cancel_after(handle: runs.RunHandle, grace: float, rpc_timeout: timedelta) -> None:
+    # In-memory: if this gateway stops during the grace period the hard cancel does not happen
+    # (the graceful signal already went out and still stops the run after its current step).
+    await asyncio.sleep(grace)
+    try:
+        description = await handle.describe(rpc_timeout=rpc_timeout)
+        if runs.execution_state(description.status) is ExecutionState.RUNNING:
+            await handle.cancel(rpc_timeout=rpc_timeout)
+            log.info("task hard-cancelled after the grace period", task_id=handle.id)
+    except Exception as error:  # noqa: BLE001 - a background task: log, never raise
+        log.warning("hard cancel failed", task_id=handle.id, exc_type=type(error).__name__)
+
+
+# --- human approval
+
+
+async def _decide(
+    task_id: str, user: str, state: GatewayState, client: Client, approved: bool,
+    body: ApprovalRequest | None,
+) -> ApprovalAccepted:
+    settings = state.settings
+    handle, description = await runs.describe_owned(client, task_id, user, _rpc_timeout(settings))
+    if runs.execution_state(description.status) is not ExecutionState.RUNNING:
+        raise ApiError(409, "task_finished", "The task has already finished")
+    progress = await runs.query(handle, names.QUERY_PROGRESS, RunProgress, _query_timeout(settings))
+    if progress is None:
+        raise ApiError(503, "run_unavailable", "No worker answered for this task; try again")
+    if progress.pending_approval is None:
+        raise ApiError(409, "nothing_to_approve", "The task is not waiting for an approval")
+    decision = ApprovalDecision(approved=approved, reason=body.reason if body else None)
+    await handle.signal(names.SIGNAL_APPROVE, decision, rpc_timeout=_rpc_timeout(settings))
+    calls = [c.name for c in progress.pending_approval.calls]
+    log.info("task approval decided", task_id=task_id, user_id=user, approved=approved, calls=calls)
+    return ApprovalAccepted(task_id=task_id, approved=approved, calls=calls)
+
+
+@router.post(
+    "/{task_id}/approve",
+    status_code=202,
+    operation_id="approve_task",
+    response_model=ApprovalAccepted,
+    responses=error_responses(401, 404, 409, 422, 503),
+    summary="Let the tool calls this task is waiting on run",
+)
+async def approve_task(
+    task_id: TaskIdPath, user: CurrentUser, state: State, client: TemporalClient,
+    body: ApprovalRequest | None = None,
+) -> ApprovalAccepted:
+    return await _decide(task_id, user, state, client, True, body)
+
+
+@router.post(
+    "/{task_id}/deny",
+    status_code=202,
+    operation_id="deny_task",
+    response_model=ApprovalAccepted,
+    responses=error_responses(401, 404, 409, 422, 503),
+    summary="Refuse the tool calls this task is waiting on (the model is told why)",
+)
+async def deny_task(
+    task_id: TaskIdPath, user: CurrentUser, state: State, client: TemporalClient,
+    body: ApprovalRequest | None = None,
+) -> ApprovalAccepted:
+    return await _decide(task_id, user, state, client, False, body)
+
+
+def _rpc_timeout(settings: GatewaySettings) -> timedelta:
+    return timedelta(seconds=settings.temporal_rpc_timeout_seconds)
+
+
+def _query_timeout(settings: GatewaySettings) -> timedelta:
+    return timedelta(seconds=settings.query_timeout_seconds)

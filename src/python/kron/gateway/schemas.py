@@ -1,0 +1,129 @@
+"""Request and response bodies of the HTTP API (the run models themselves come from contracts)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, StringConstraints
+
+from kron.contracts.models import PendingApproval, RunError, RunStatus, StepRecord, Usage
+from kron.gateway.tokens import USER_ID_PATTERN
+
+ToolkitSlug = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")]
+TaskId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._:-]{1,128}$")]
+
+
+class TokenRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    user_id: str = Field(pattern=USER_ID_PATTERN, description="Who the token is for (becomes `sub`).")
+
+
+class TokenResponse(BaseModel):
+    access_token: str
+    token_type: str = "bearer"
+    expires_in: int = Field(description="Seconds until the token expires.")
+
+
+class DispatchRequest(BaseModel):
+    """A run to start. Limits beyond these static bounds (model names, budget and iteration caps)
+    come from the gateway's settings and are checked when the request arrives."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"goal": "Open an issue about the flaky test", "toolkits": ["github"]}]
+        },
+    )
+
+    goal: str = Field(min_length=1, max_length=32_000)
+    toolkit: ToolkitSlug | None = Field(default=None, description="Shorthand for one toolkit.")
+    toolkits: list[ToolkitSlug] = Field(default_factory=list, max_length=32)
+    model: str | None = Field(default=None, min_length=1, max_length=256)
+    max_iterations: int | None = Field(default=None, ge=1, le=1000)
+    budget: int | None = Field(default=None, ge=1, le=10**12, description="Token budget for the run.")
+    callback_url: HttpUrl | None = Field(default=None, description="Receives a webhook when the run ends.")
+    approval_required: list[ToolkitSlug] = Field(
+        default_factory=list,
+        max_length=64,
+        description="Toolkits (`github`) or tool slugs (`GMAIL_SEND_EMAIL`) whose calls wait for "
+        "`POST /tasks/{id}/approve` or `/deny` before they run.",
+    )
+    approval_timeout_seconds: int = Field(
+        default=3600, ge=1, le=7 * 24 * 3600, description="Undecided calls are denied after this."
+    )
+
+
+class DispatchAccepted(BaseModel):
+    task_id: str
+    status: RunStatus
+    replayed: bool = Field(
+        default=False, description="True when an earlier dispatch with this Idempotency-Key made the task."
+    )
+
+
+class ExecutionState(StrEnum):
+    """Temporal's view of a task: whether its workflow is still open and how it closed. How the run
+    itself ended (completed, max_iterations, ...) is `status` in `GET /tasks/{id}`."""
+
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    TERMINATED = "terminated"
+    TIMED_OUT = "timed_out"
+
+
+class TaskSummary(BaseModel):
+    task_id: str
+    execution_status: ExecutionState
+    created_at: datetime
+    closed_at: datetime | None = None
+    goal: str | None = Field(default=None, description="The first characters of the goal.")
+    toolkits: list[str] = Field(default_factory=list)
+    model: str | None = None
+
+
+class TaskPage(BaseModel):
+    tasks: list[TaskSummary]
+    next_cursor: str | None = Field(default=None, description="Pass as `cursor` for the next page.")
+
+
+class TaskDetail(TaskSummary):
+    status: RunStatus
+    live: bool = Field(
+        description="Whether progress came from the run itself; false while no worker answers."
+    )
+    turns: int = 0
+    steps: list[StepRecord] = Field(default_factory=list)
+    usage: Usage = Field(default_factory=Usage)
+    output: str | None = None
+    truncated: bool = False
+    error: RunError | None = None
+    pending_approval: PendingApproval | None = Field(
+        default=None, description="Tool calls waiting for approve/deny (status `waiting`)."
+    )
+
+
+class CancelAccepted(BaseModel):
+    task_id: str
+    status: str = "cancelling"
+    hard_cancel_after_seconds: float
+
+
+class ApprovalRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str | None = Field(default=None, max_length=2000, description="Shown to the model.")
+
+
+class ApprovalAccepted(BaseModel):
+    task_id: str
+    approved: bool
+    calls: list[str] = Field(description="Slugs of the tool calls the decision applies to.")
+
+
+class HealthStatus(BaseModel):
+    status: str

@@ -1,0 +1,127 @@
+"""Gateway settings from the environment: `KRON_*`, and Composio's key under the SDK's own names.
+
+Outside dev mode the gateway refuses to start with the placeholder JWT secret (or a short one) and
+without a Composio key (it could not check toolkit connections before starting runs).
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from kron.contracts.names import AGENT_TASK_QUEUE
+
+# Only good for a laptop: anyone who reads this file can mint tokens with it.
+PLACEHOLDER_JWT_SECRET = "kron-dev-placeholder-jwt-secret-never-use-in-production"
+MIN_JWT_SECRET_CHARS = 32
+
+
+class GatewaySettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="KRON_", extra="ignore", populate_by_name=True)
+
+    # Dev mode: the placeholder JWT secret, /auth/token and running without Composio are allowed.
+    dev_mode: bool = False
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)  # 0: pick a free port (printed when ready)
+    log_level: str = "INFO"
+
+    temporal_address: str = "127.0.0.1:7233"
+    temporal_namespace: str = "default"
+    task_queue: str = AGENT_TASK_QUEUE
+    # Start-up waits this long for Temporal, then serves anyway (not ready) while it keeps trying.
+    temporal_startup_wait_seconds: float = Field(default=3.0, ge=0, le=60)
+    temporal_rpc_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+    # Queries need a worker to answer; past this a task shows what Temporal alone knows about it.
+    query_timeout_seconds: float = Field(default=3.0, gt=0, le=60)
+
+    jwt_secret: SecretStr = SecretStr(PLACEHOLDER_JWT_SECRET)
+    jwt_issuer: str = "kron-gateway"
+    jwt_audience: str = "kron-api"
+    jwt_ttl_seconds: int = Field(default=3600, ge=60, le=7 * 24 * 3600)
+    jwt_leeway_seconds: int = Field(default=5, ge=0, le=300)
+    # POST /auth/token is a stand-in for a real identity provider: on in dev mode, off otherwise
+    # unless this says so.
+    token_endpoint_enabled: bool | None = None
+
+    # What a dispatch may ask for.
+    allowed_model_pattern: str = r"claude-[a-z0-9.-]+"
+    model_max_length: int = Field(default=64, ge=1, le=256)
+    max_iterations_limit: int = Field(default=100, ge=1, le=1000)
+    max_token_budget: int = Field(default=5_000_000, ge=1)
+    max_goal_chars: int = Field(default=32_000, ge=1, le=32_000)  # the contract's own bound
+    max_toolkits: int = Field(default=16, ge=0, le=32)
+    max_body_bytes: int = Field(default=64 * 1024, ge=1024, le=16 * 1024 * 1024)
+
+    # Per-user token bucket for dispatches: `dispatch_burst` at once, refilled at this rate.
+    dispatch_rate_per_second: float = Field(default=1.0, gt=0)
+    dispatch_burst: int = Field(default=10, ge=1)
+
+    # DELETE /tasks/{id}: a graceful `cancel` signal, then a hard cancel after this long.
+    cancel_grace_seconds: float = Field(default=30.0, ge=0, le=3600)
+
+    # GET /tasks/{id}/events
+    sse_poll_seconds: float = Field(default=0.3, ge=0.05, le=5)
+    sse_keepalive_seconds: float = Field(default=15.0, gt=0)
+    sse_max_seconds: float = Field(default=3600.0, gt=0)  # then the client reconnects
+
+    list_default_page_size: int = Field(default=20, ge=1, le=100)
+
+    # Toolkit preflight (Composio). Without a key (dev mode only) dispatches skip the check.
+    composio_api_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("KRON_COMPOSIO_API_KEY", "COMPOSIO_API_KEY")
+    )
+    composio_base_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("KRON_COMPOSIO_BASE_URL", "COMPOSIO_BASE_URL")
+    )
+    preflight_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+    # Where Composio sends the user back after connecting a toolkit.
+    connect_callback_url: str | None = None
+
+    @field_validator("allowed_model_pattern")
+    @classmethod
+    def _pattern_compiles(cls, pattern: str) -> str:
+        try:
+            re.compile(pattern)
+        except re.error as error:
+            raise ValueError(f"not a regular expression: {error}") from None
+        return pattern
+
+    @model_validator(mode="after")
+    def _refuse_unsafe_production(self) -> GatewaySettings:
+        if self.dev_mode:
+            return self
+        secret = self.jwt_secret.get_secret_value()
+        if secret == PLACEHOLDER_JWT_SECRET:
+            raise ValueError(
+                "KRON_JWT_SECRET is the development placeholder: set a real secret "
+                "(or KRON_DEV_MODE=true on a laptop)"
+            )
+        if len(secret) < MIN_JWT_SECRET_CHARS:
+            raise ValueError(f"KRON_JWT_SECRET must be at least {MIN_JWT_SECRET_CHARS} characters")
+        if self.composio_api_key is None:
+            raise ValueError(
+                "COMPOSIO_API_KEY is not set: the gateway checks toolkit connections before it "
+                "starts a run (KRON_DEV_MODE=true skips the check)"
+            )
+        return self
+
+    @property
+    def token_endpoint_active(self) -> bool:
+        return self.dev_mode if self.token_endpoint_enabled is None else self.token_endpoint_enabled
+
+    @property
+    def model_regex(self) -> re.Pattern[str]:
+        return _compiled(self.allowed_model_pattern)
+
+
+@lru_cache(maxsize=16)
+def _compiled(pattern: str) -> re.Pattern[str]:
+    return re.compile(pattern)
+
+
+@lru_cache
+def get_settings() -> GatewaySettings:
+    return GatewaySettings()

@@ -1,0 +1,190 @@
+"""The scheduler's activities: the toolkit preflight, recording a fire (metrics and the ledger) and
+observing a schedule for overlap skips. Everything that touches the outside world."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from google.protobuf.timestamp_pb2 import Timestamp
+from pydantic import BaseModel, Field
+from temporalio import activity
+from temporalio.api.workflowservice.v1 import ListScheduleMatchingTimesRequest
+from temporalio.client import Client
+from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError, RPCStatusCode
+
+from kron.common.logging import get_logger
+from kron.common.schedules import ledger_id
+from kron.contracts.schedules import (
+    SCHEDULE_LEDGER_WORKFLOW,
+    SIGNAL_LEDGER_RECORD,
+    DispatchStatus,
+    FireRecord,
+    FireTrigger,
+    LedgerConfig,
+    LedgerInput,
+    LedgerState,
+    RecordFire,
+)
+from kron.scheduler.metrics import SchedulerMetrics
+from kron.scheduler.preflight import LazyConnections
+
+log = get_logger(__name__)
+
+TOOLKIT_REJECTED = "toolkit_rejected"
+# How far back an observation looks for the times of skipped fires.
+MAX_OBSERVATION_WINDOW = timedelta(days=1)
+MAX_CANDIDATE_TIMES = 200
+# Times within this of a started action's are that action, not a skip.
+SAME_FIRE_TOLERANCE = timedelta(seconds=1)
+
+
+class PreflightInput(BaseModel):
+    user_id: str
+    toolkits: list[str]
+
+
+class PreflightResult(BaseModel):
+    ok: bool
+    toolkit: str | None = None
+    connect_url: str | None = None
+    error: str | None = None
+
+
+class RecordFireInput(BaseModel):
+    schedule_id: str
+    scheduler_task_queue: str
+    record: FireRecord
+    config: LedgerConfig
+
+
+class ObserveInput(BaseModel):
+    schedule_id: str
+    skips_seen: int | None
+    since: datetime | None
+
+
+class ObserveResult(BaseModel):
+    exists: bool
+    skipped_total: int = 0
+    # Nominal times in (since, observed_at] at which no workflow started: where skips can have been.
+    candidate_times: list[datetime] = Field(default_factory=list)
+    observed_at: datetime
+
+
+class SchedulerActivities:
+    def __init__(
+        self,
+        client: Client,
+        metrics: SchedulerMetrics,
+        connections: LazyConnections,
+        *,
+        connect_callback_url: str | None = None,
+        observe_interval_seconds: float = 15.0,
+    ) -> None:
+        self._client = client
+        self._metrics = metrics
+        self._connections = connections
+        self._callback_url = connect_callback_url
+        self._observe_interval_seconds = observe_interval_seconds
+
+    def all(self) -> list[Any]:
+        return [self.check_toolkits, self.record_fire, self.observe_schedule]
+
+    @activity.defn
+    async def check_toolkits(self, input: PreflightInput) -> PreflightResult:
+        """The first toolkit (in order) the user is not connected to, with a connect link. Composio
+        errors raise (Temporal retries); a toolkit Composio refuses is a non-retryable error."""
+        if not input.toolkits or not self._connections.enabled:
+            return PreflightResult(ok=True)
+        connections = await asyncio.to_thread(self._connections.get)
+        toolkit = input.toolkits[0]
+        try:
+            connected = await asyncio.gather(
+                *(asyncio.to_thread(connections.is_connected, input.user_id, t) for t in input.toolkits)
+            )
+            missing = [t for t, ok in zip(input.toolkits, connected, strict=True) if not ok]
+            if not missing:
+                return PreflightResult(ok=True)
+            toolkit = missing[0]
+            link = await asyncio.to_thread(connections.connect_link, input.user_id, toolkit, self._callback_url)
+        except Exception as error:
+            status = getattr(error, "status_code", None)
+            if isinstance(status, int) and 400 <= status < 500 and status not in (401, 403, 408, 429):
+                raise ApplicationError(
+                    f"Toolkit {toolkit!r} cannot be connected", type=TOOLKIT_REJECTED, non_retryable=True
+                ) from None
+            # The adapter redacts its key; the type is enough for the log.
+            log.warning("toolkit preflight failed", exc_type=type(error).__name__, status_code=status)
+            raise
+        return PreflightResult(
+            ok=False, toolkit=toolkit, connect_url=link,
+            error=f"{toolkit} is not connected: connect it (connect_url), the next fire will run",
+        )
+
+    @activity.defn
+    async def record_fire(self, input: RecordFireInput) -> None:
+        """Count the fire and hand its record to the schedule's ledger (signal-with-start: the
+        ledger comes back if it is missing; it ends itself if the schedule is gone)."""
+        record = input.record
+        if record.outcome is None:  # the dispatch stage, reported once per fire
+            self._metrics.fires.labels(record.trigger.value, record.dispatch.value).inc()
+            if record.trigger is FireTrigger.SCHEDULE and record.scheduled_at is not None:
+                self._metrics.lag.observe(max(0.0, (record.fired_at - record.scheduled_at).total_seconds()))
+            if record.dispatch is DispatchStatus.PREFLIGHT_FAILED:
+                reason = "not_connected" if record.connect_url else "unavailable"
+                self._metrics.preflight_failures.labels(reason).inc()
+        else:
+            self._metrics.outcomes.labels(record.outcome.value).inc()
+        await self._client.start_workflow(
+            SCHEDULE_LEDGER_WORKFLOW,
+            LedgerInput(
+                schedule_id=input.schedule_id,
+                config=input.config,
+                observe_interval_seconds=self._observe_interval_seconds,
+                state=LedgerState(),
+            ),
+            id=ledger_id(input.schedule_id),
+            task_queue=input.scheduler_task_queue,
+            start_signal=SIGNAL_LEDGER_RECORD,
+            start_signal_args=[RecordFire(record=record, config=input.config)],
+        )
+
+    @activity.defn
+    async def observe_schedule(self, input: ObserveInput) -> ObserveResult:
+        """Temporal's overlap-skip count for the schedule and, when it grew, the nominal times since
+        `since` at which nothing started (Temporal keeps counts, not the skipped times)."""
+        now = datetime.now(UTC)
+        try:
+            description = await self._client.get_schedule_handle(input.schedule_id).describe()
+        except RPCError as error:
+            if error.status == RPCStatusCode.NOT_FOUND:
+                return ObserveResult(exists=False, observed_at=now)
+            raise
+        total = description.info.num_actions_skipped_overlap
+        new = total - input.skips_seen if input.skips_seen is not None and total > input.skips_seen else 0
+        if new == 0:
+            return ObserveResult(exists=True, skipped_total=total, observed_at=now)
+        self._metrics.skips.inc(new)
+        since = max(input.since or description.info.created_at, now - MAX_OBSERVATION_WINDOW)
+        started = [a.scheduled_at for a in description.info.recent_actions]
+        candidates = [
+            t for t in await self._matching_times(input.schedule_id, since, now)
+            if since < t <= now and all(abs(t - s) > SAME_FIRE_TOLERANCE for s in started)
+        ]
+        return ObserveResult(
+            exists=True, skipped_total=total, candidate_times=candidates[-MAX_CANDIDATE_TIMES:], observed_at=now
+        )
+
+    async def _matching_times(self, schedule: str, start: datetime, end: datetime) -> list[datetime]:
+        start_ts, end_ts = Timestamp(), Timestamp()
+        start_ts.FromDatetime(start)
+        end_ts.FromDatetime(end)
+        response = await self._client.workflow_service.list_schedule_matching_times(
+            ListScheduleMatchingTimesRequest(
+                namespace=self._client.namespace, schedule_id=schedule, start_time=start_ts, end_time=end_ts
+            )
+        )
+        return [t.ToDatetime(tzinfo=UTC) for t in response.start_time]

@@ -1,0 +1,185 @@
+"""Activities: every piece of I/O an agent run does, one step per activity.
+
+Each activity heartbeats while it works, so a worker that dies is noticed within the heartbeat
+timeout and the step is retried elsewhere, and a hard cancel reaches a step that is still running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import timedelta
+from typing import Any
+
+import httpx
+from pydantic import BaseModel
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from kron.agent_core.ports import LLM, ToolProvider
+from kron.agent_core.types import (
+    ModelCallError,
+    ModelRequest,
+    ModelResponse,
+    ToolCall,
+    ToolResult,
+    ToolTransportError,
+)
+from kron.common.logging import get_logger
+from kron.contracts.models import AgentRunResult
+from kron.worker import metrics
+
+log = get_logger(__name__)
+
+# Errors the workflow must not retry; `type` carries the code into the run's error.
+TOOL_TRANSPORT_ERROR = "tool_transport_error"
+WEBHOOK_SIGNATURE_HEADER = "X-Kron-Signature"
+
+
+class ModelCallInput(BaseModel):
+    request: ModelRequest
+
+
+class ListToolsInput(BaseModel):
+    user_id: str
+    toolkits: list[str]
+
+
+class ToolCallInput(BaseModel):
+    user_id: str
+    call: ToolCall
+    # Stable across retries and crashes: "<workflow id>/<turn>/<tool_use id>".
+    idempotency_key: str
+
+
+class NotifyInput(BaseModel):
+    workflow_id: str
+    callback_url: str | None
+    result: AgentRunResult
+
+
+@asynccontextmanager
+async def heartbeating(interval_seconds: float) -> AsyncIterator[None]:
+    """Heartbeat every `interval_seconds` while the body runs (no-op outside an activity)."""
+
+    async def beat() -> None:
+        while True:
+            activity.heartbeat()
+            await asyncio.sleep(interval_seconds)
+
+    task = asyncio.create_task(beat())
+    try:
+        yield
+    finally:
+        task.cancel()
+
+
+class AgentActivities:
+    """Holds the ports (LLM, tools) one worker process shares across all runs."""
+
+    def __init__(
+        self,
+        llm: LLM,
+        tools: ToolProvider,
+        *,
+        default_model: str,
+        webhook_secret: bytes | None = None,
+        heartbeat_interval_seconds: float = 1.0,
+    ) -> None:
+        self._llm = llm
+        self._tools = tools
+        self._default_model = default_model
+        self._webhook_secret = webhook_secret
+        self._heartbeat_interval = heartbeat_interval_seconds
+        self._http = httpx.AsyncClient(timeout=httpx.Timeout(5.0))
+
+    @activity.defn(name="call_model")
+    async def call_model(self, input: ModelCallInput) -> ModelResponse:
+        request = input.request
+        if not request.model:
+            request = request.model_copy(update={"model": self._default_model})
+        started = time.monotonic()
+        try:
+            async with heartbeating(self._heartbeat_interval):
+                response = await self._llm.complete(request)
+        except ModelCallError as exc:
+            metrics.MODEL_CALLS.labels(outcome=exc.code).inc()
+            log.warning("model call failed", code=exc.code, status_code=exc.status_code,
+                        retryable=exc.retryable, attempt=activity.info().attempt)
+            raise ApplicationError(
+                exc.message,
+                {"status_code": exc.status_code},
+                type=exc.code,
+                non_retryable=not exc.retryable,
+                next_retry_delay=(
+                    timedelta(seconds=exc.retry_after_seconds)
+                    if exc.retry_after_seconds is not None
+                    else None
+                ),
+            ) from None
+        finally:
+            metrics.STEP_DURATION.labels(kind="model").observe(time.monotonic() - started)
+        metrics.MODEL_CALLS.labels(outcome="ok").inc()
+        metrics.MODEL_TOKENS.labels(direction="input").inc(response.input_tokens)
+        metrics.MODEL_TOKENS.labels(direction="output").inc(response.output_tokens)
+        log.info("model call done", stop_reason=response.stop_reason,
+                 input_tokens=response.input_tokens, output_tokens=response.output_tokens,
+                 duration_seconds=round(response.duration_seconds, 4))
+        return response
+
+    @activity.defn(name="list_tools")
+    async def list_tools(self, input: ListToolsInput) -> list[dict[str, Any]]:
+        try:
+            async with heartbeating(self._heartbeat_interval):
+                return await asyncio.to_thread(self._tools.list_tools, input.user_id, input.toolkits)
+        except ToolTransportError as exc:
+            raise ApplicationError(str(exc), type=TOOL_TRANSPORT_ERROR) from None
+
+    @activity.defn(name="execute_tool")
+    async def execute_tool(self, input: ToolCallInput) -> ToolResult:
+        started = time.monotonic()
+        try:
+            async with heartbeating(self._heartbeat_interval):
+                result = await asyncio.to_thread(self._tools.execute, input.user_id, input.call)
+        except ToolTransportError as exc:
+            metrics.TOOL_CALLS.labels(outcome="transport_error").inc()
+            raise ApplicationError(str(exc), type=TOOL_TRANSPORT_ERROR) from None
+        finally:
+            metrics.STEP_DURATION.labels(kind="tool").observe(time.monotonic() - started)
+        metrics.TOOL_CALLS.labels(outcome="error" if result.is_error else "ok").inc()
+        log.info("tool call done", tool=input.call.name, is_error=result.is_error,
+                 duration_seconds=round(result.duration_seconds, 4))
+        return result
+
+    @activity.defn(name="notify_run_finished")
+    async def notify_run_finished(self, input: NotifyInput) -> None:
+        """Count the outcome and POST it to the run's webhook, if it has one."""
+        if activity.info().attempt == 1:
+            metrics.RUNS.labels(status=input.result.status.value).inc()
+        if not input.callback_url:
+            return
+        body = json.dumps(
+            {"task_id": input.workflow_id, "result": input.result.model_dump(mode="json")}
+        ).encode()
+        headers = {"Content-Type": "application/json"}
+        if self._webhook_secret:
+            digest = hmac.new(self._webhook_secret, body, hashlib.sha256).hexdigest()
+            headers[WEBHOOK_SIGNATURE_HEADER] = f"sha256={digest}"
+        try:
+            response = await self._http.post(input.callback_url, content=body, headers=headers)
+            response.raise_for_status()
+        except httpx.HTTPError as exc:
+            metrics.WEBHOOKS.labels(outcome="error").inc()
+            raise ApplicationError(f"webhook delivery failed: {type(exc).__name__}") from None
+        metrics.WEBHOOKS.labels(outcome="ok").inc()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    def all(self) -> list[Any]:
+        return [self.call_model, self.list_tools, self.execute_tool, self.notify_run_finished]

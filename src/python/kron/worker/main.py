@@ -1,0 +1,120 @@
+"""`kron-worker`: polls the agent task queue and runs `AgentWorkflow` and its activities.
+
+SIGTERM/SIGINT drain the worker: it stops polling, lets in-flight steps finish for up to
+`KRON_DRAIN_SECONDS`, then hands back what is left (Temporal retries those steps elsewhere).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from datetime import timedelta
+
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Worker
+
+from kron.agent_core.demo import DemoLLM, DemoTools
+from kron.agent_core.ports import LLM, ToolProvider
+from kron.agent_core.settings import AgentSettings
+from kron.common.logging import configure_logging, get_logger
+from kron.common.metrics import serve_metrics
+from kron.worker.activities import AgentActivities
+from kron.worker.interceptors import LogContextInterceptor
+from kron.worker.settings import WorkerSettings
+from kron.worker.workflows import AgentWorkflow
+
+log = get_logger(__name__)
+
+
+def build_ports(settings: WorkerSettings, agent: AgentSettings) -> tuple[LLM, ToolProvider]:
+    """Anthropic and Composio, or the offline demo stand-ins when demo mode is on."""
+    if settings.demo_mode:
+        return DemoLLM(), DemoTools()
+    if agent.anthropic_api_key is None:
+        raise SystemExit("ANTHROPIC_API_KEY is not set (or set KRON_DEMO_MODE=true for the demo model)")
+    if agent.composio_api_key is None:
+        raise SystemExit("COMPOSIO_API_KEY is not set (or set KRON_DEMO_MODE=true for demo tools)")
+    from kron.agent_core.anthropic_llm import AnthropicLLM
+    from kron.agent_core.composio_tools import ComposioToolProvider
+
+    llm = AnthropicLLM(
+        api_key=agent.anthropic_api_key.get_secret_value(),
+        base_url=agent.anthropic_base_url,
+        max_retries=0,  # Temporal owns retries: each attempt is visible and durable
+        timeout=agent.kron_model_timeout_seconds,
+    )
+    tools = ComposioToolProvider(
+        api_key=agent.composio_api_key.get_secret_value(), base_url=agent.composio_base_url
+    )
+    return llm, tools
+
+
+def build_worker(
+    client: Client, settings: WorkerSettings, activities: AgentActivities
+) -> Worker:
+    return Worker(
+        client,
+        task_queue=settings.task_queue,
+        workflows=[AgentWorkflow],
+        activities=activities.all(),
+        max_concurrent_activities=settings.max_concurrent_activities,
+        max_concurrent_workflow_tasks=settings.max_concurrent_workflow_tasks,
+        max_cached_workflows=settings.max_cached_workflows,
+        sticky_queue_schedule_to_start_timeout=timedelta(
+            seconds=settings.sticky_queue_timeout_seconds
+        ),
+        graceful_shutdown_timeout=timedelta(seconds=settings.drain_seconds),
+        interceptors=[LogContextInterceptor()],
+    )
+
+
+async def run_worker(settings: WorkerSettings, agent: AgentSettings) -> None:
+    llm, tools = build_ports(settings, agent)
+    activities = AgentActivities(
+        llm,
+        tools,
+        default_model=agent.kron_model,
+        webhook_secret=(
+            settings.webhook_secret.get_secret_value().encode() if settings.webhook_secret else None
+        ),
+    )
+    client = await Client.connect(
+        settings.temporal_address,
+        namespace=settings.temporal_namespace,
+        data_converter=pydantic_data_converter,
+    )
+    metrics_port = serve_metrics(settings.metrics_port, settings.metrics_host)
+    worker = build_worker(client, settings, activities)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    log.info("worker started", task_queue=settings.task_queue, temporal=settings.temporal_address,
+             metrics_port=metrics_port, demo_mode=settings.demo_mode, pid=os.getpid())
+    # Tests and supervisors wait for this line on stdout before they count the worker as ready.
+    print(f"kron-worker ready metrics_port={metrics_port}", flush=True)
+    async with worker:
+        await stop.wait()
+        log.info("draining", grace_seconds=settings.drain_seconds)
+    await activities.aclose()
+    log.info("worker stopped")
+
+
+def main() -> None:
+    settings = WorkerSettings()
+    configure_logging(settings.log_level)
+    asyncio.run(run_worker(settings, AgentSettings()))
+    # Exit without interpreter teardown: the SDK can abort there after in-process workers
+    # (sdk-python#300). Everything is flushed above.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    main()

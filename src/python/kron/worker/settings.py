@@ -1,0 +1,37 @@
+"""Worker settings from the environment (`KRON_*`, plus `ANTHROPIC_*`/`COMPOSIO_*` via AgentSettings)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from kron.contracts.names import AGENT_TASK_QUEUE
+
+
+class WorkerSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="KRON_", extra="ignore")
+
+    temporal_address: str = "127.0.0.1:7233"
+    temporal_namespace: str = "default"
+    task_queue: str = AGENT_TASK_QUEUE
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = Field(default=9464, ge=0, le=65535)  # 0: pick a free port
+    log_level: str = "INFO"
+    # On SIGTERM: stop polling, give in-flight steps this long to finish, then hand them back.
+    drain_seconds: float = Field(default=20.0, ge=0)
+    max_concurrent_activities: int = Field(default=200, ge=1)
+    max_concurrent_workflow_tasks: int = Field(default=100, ge=1)
+    max_cached_workflows: int = Field(default=2000, ge=0)
+    # A dead worker's sticky queue delays the next workflow task by this much (SDK default 10 s).
+    sticky_queue_timeout_seconds: float = Field(default=2.0, gt=0)
+    # Signs webhook bodies (HMAC-SHA256). Without it, webhooks are sent unsigned.
+    webhook_secret: SecretStr | None = None
+    # Use the offline demo model and tools instead of Anthropic and Composio (local stack, demos).
+    demo_mode: bool = False
+
+
+@lru_cache
+def get_worker_settings() -> WorkerSettings:
+    return WorkerSettings()

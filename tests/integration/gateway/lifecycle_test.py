@@ -1,0 +1,101 @@
+"""Following a run as it happens (SSE) and cancelling it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any
+
+from kron_testing import fake_anthropic as replies
+
+from ..conftest import Stack
+from .conftest import Gateway, GatewayFactory, unique_user
+
+
+async def _read_events(gateway: Gateway, path: str, headers: dict[str, str]) -> list[dict[str, Any]]:
+    """Every event of the stream, with its arrival time, until the server closes it."""
+    events: list[dict[str, Any]] = []
+    async with gateway.http.stream("GET", path, headers=headers) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        event: dict[str, Any] = {}
+        async for line in response.aiter_lines():
+            if line == "":
+                if "event" in event:
+                    events.append({**event, "at": time.monotonic()})
+                event = {}
+            elif not line.startswith(":"):
+                field, _, value = line.partition(": ")
+                event[field] = json.loads(value) if field == "data" else value
+    return events
+
+
+async def test_event_stream_sends_every_step_once_as_it_happens_then_closes(
+    served_gateway: Gateway, running_stack: Stack
+) -> None:
+    gateway = served_gateway
+    user = unique_user()
+    toolkit = running_stack.add_step_tool(user_id=user)
+    scripted = replies.scripted_agent(3, "NOTES_APPEND", final_text="Three notes.")
+    # Each model call takes a moment, so the run is visibly in progress while we listen.
+    running_stack.llm.responder = lambda body, i: replies.delay(0.3, scripted(body, i))
+    headers = await gateway.headers(user)
+    task_id = (await gateway.dispatch(user, toolkit=toolkit)).json()["task_id"]
+
+    events = await _read_events(gateway, f"/tasks/{task_id}/events", headers)
+
+    steps = [e for e in events if e["event"] == "step"]
+    assert [s["data"]["index"] for s in steps] == list(range(7))  # 4 model + 3 tool steps, once each
+    assert [s["id"] for s in steps] == [str(i) for i in range(7)]
+    statuses = [e["data"]["status"] for e in events if e["event"] == "status"]
+    assert statuses[-1] == "completed" and "running" in statuses
+    assert len(statuses) == len(set(statuses))  # a status is announced when it changes, once
+    end = events[-1]
+    assert end["event"] == "end" and end["data"]["status"] == "completed"
+    assert end["data"]["output"] == "Three notes." and "steps" not in end["data"]
+    # Streamed, not buffered: the first step arrived well before the run ended.
+    assert end["at"] - steps[0]["at"] > 0.5
+
+    # Resuming after step 4 replays only what came after; a finished run ends at once.
+    resumed = await _read_events(gateway, f"/tasks/{task_id}/events", {**headers, "Last-Event-ID": "4"})
+    assert [e["data"]["index"] for e in resumed if e["event"] == "step"] == [5, 6]
+    assert resumed[-1]["event"] == "end"
+
+
+async def test_graceful_cancel_stops_after_the_step_in_flight(
+    make_gateway: GatewayFactory, running_stack: Stack
+) -> None:
+    gateway = await make_gateway(cancel_grace_seconds=30)
+    user = unique_user()
+    toolkit = running_stack.add_step_tool(user_id=user)
+    scripted = replies.scripted_agent(50, "NOTES_APPEND")
+    running_stack.llm.responder = lambda body, i: replies.delay(0.5, scripted(body, i))
+    headers = await gateway.headers(user)
+    task_id = (await gateway.dispatch(user, toolkit=toolkit)).json()["task_id"]
+    assert await asyncio.to_thread(running_stack.llm.wait_for_requests, 1)
+
+    response = await gateway.http.delete(f"/tasks/{task_id}", headers=headers)
+    assert response.status_code == 202, response.text
+    assert response.json() == {"task_id": task_id, "status": "cancelling", "hard_cancel_after_seconds": 30.0}
+
+    task = await gateway.wait_until_terminal(user, task_id, timeout=20)
+    assert task["status"] == "cancelled"
+    assert task["usage"]["model_calls"] >= 1 and task["turns"] < 50
+    again = await gateway.http.delete(f"/tasks/{task_id}", headers=headers)
+    assert again.status_code == 409 and again.json()["error"] == "task_finished"
+
+
+async def test_hard_cancel_after_the_grace_period(make_gateway: GatewayFactory, running_stack: Stack) -> None:
+    gateway = await make_gateway(cancel_grace_seconds=0.5)
+    user = unique_user()
+    running_stack.llm.responder = lambda body, i: replies.delay(60, replies.text("too late"))
+    headers = await gateway.headers(user)
+    task_id = (await gateway.dispatch(user)).json()["task_id"]
+    assert await asyncio.to_thread(running_stack.llm.wait_for_requests, 1)
+
+    started = time.monotonic()
+    assert (await gateway.http.delete(f"/tasks/{task_id}", headers=headers)).status_code == 202
+    task = await gateway.wait_until_terminal(user, task_id, timeout=20)
+    assert task["status"] == "cancelled" and task["execution_status"] == "cancelled"
+    assert time.monotonic() - started < 15  # not the 60 s model call
