@@ -132,7 +132,9 @@ def deployable_package(deployment: dict[str, Any]) -> str | None:
     package = f"kron.{component}"
     try:
         importlib.import_module(package)
-    except ModuleNotFoundError:
+    except ModuleNotFoundError as error:
+        if error.name != package:  # kron itself, or one of its dependencies: a real failure
+            raise
         return None
     return package
 

@@ -110,7 +110,9 @@ async def test_idempotency_key_returns_the_same_task(gateway: Gateway, running_s
     theirs = await gateway.dispatch(other, headers=key, goal="say ok")
     assert theirs.status_code == 202 and theirs.json()["task_id"] != first.json()["task_id"]
     changed = await gateway.dispatch(user, headers=key, goal="something else")
-    assert changed.status_code == 422 and changed.json()["error"] == "idempotency_key_reused"
+    assert changed.status_code == 422, changed.text
+    assert changed.json()["error"] == "idempotency_key_reused"
+    await gateway.wait_until_terminal(other, theirs.json()["task_id"])
     assert running_stack.llm.request_count == 2  # one run each for user and other
 
 

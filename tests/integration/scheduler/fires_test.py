@@ -10,12 +10,12 @@ from temporalio.client import WorkflowExecutionStatus
 
 from kron.common.schedules import USER_SEARCH_ATTRIBUTE
 from kron.contracts.models import RunStatus
-from kron.contracts.schedules import DispatchStatus, FireOutcome, FireTrigger
+from kron.contracts.schedules import DispatchStatus, FireOutcome, FireRecord, FireTrigger
 
 from .conftest import SLOW_MARKER, Scheduler, SlowFirstRuns, definition
 
 
-def started(records: list, outcome: FireOutcome | None = None) -> list:
+def started(records: list[FireRecord], outcome: FireOutcome | None = None) -> list[FireRecord]:
     return [r for r in records if r.dispatch is DispatchStatus.STARTED and (outcome is None or r.outcome is outcome)]
 
 

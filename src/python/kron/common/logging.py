@@ -32,7 +32,10 @@ def configure_logging(level: str = "INFO", *, json: bool | None = None) -> None:
     _configured = True
     render_json = not sys.stderr.isatty() if json is None else json
     renderer: structlog.types.Processor = (
-        structlog.processors.JSONRenderer() if render_json else structlog.dev.ConsoleRenderer()
+        structlog.processors.JSONRenderer()
+        if render_json
+        # Plain tracebacks: the rich one prints frame locals, which can hold request headers.
+        else structlog.dev.ConsoleRenderer(exception_formatter=structlog.dev.plain_traceback)
     )
     numeric_level = logging.getLevelName(level.upper())
     if not isinstance(numeric_level, int):

@@ -443,12 +443,14 @@ class ScheduleStore:
         decoded = await self.client.data_converter.decode(list(action.args), [ScheduledFireInput])
         fire_input: ScheduledFireInput = decoded[0]
         info = description.info
+        paused = description.schedule.state.paused
         return ScheduleView(
             schedule_id=description.id,
             owner=fire_input.owner,
             source=fire_input.source,
-            definition=fire_input.definition.model_copy(update={"suspend": description.schedule.state.paused}),
-            next_run_times=list(info.next_action_times[:NEXT_RUN_TIMES_SHOWN]),
+            definition=fire_input.definition.model_copy(update={"suspend": paused}),
+            # Temporal lists the spec's times while paused too; none of them will fire.
+            next_run_times=[] if paused else list(info.next_action_times[:NEXT_RUN_TIMES_SHOWN]),
             last_run_at=max((a.scheduled_at for a in info.recent_actions), default=None),
             running_fire_ids=[
                 a.workflow_id for a in info.running_actions if isinstance(a, ScheduleActionExecutionStartWorkflow)
@@ -472,13 +474,14 @@ async def _summary(entry: ScheduleListDescription) -> ScheduleSummary:
     memo: dict[str, Any] = dict(await entry.memo())
     info, schedule = entry.info, entry.schedule
     recent: Sequence[datetime] = [a.scheduled_at for a in info.recent_actions] if info else []
+    suspended = bool(schedule.state.paused) if schedule else False
     return ScheduleSummary(
         schedule_id=entry.id,
         name=str(memo.get("name", "")),
         owner=str(memo.get("owner", "")),
         source=str(memo.get("source", SOURCE_API)),
-        suspended=bool(schedule.state.paused) if schedule else False,
-        next_run_times=list(info.next_action_times[:NEXT_RUN_TIMES_SHOWN]) if info else [],
+        suspended=suspended,
+        next_run_times=list(info.next_action_times[:NEXT_RUN_TIMES_SHOWN]) if info and not suspended else [],
         last_run_at=max(recent, default=None),
     )
 

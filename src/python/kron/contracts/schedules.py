@@ -114,7 +114,7 @@ _FIELDS: Final[tuple[tuple[str, int, int, dict[str, int]], ...]] = (
     ("hour", 0, 23, {}),
     ("day of month", 1, 31, {}),
     ("month", 1, 12, _MONTHS),
-    ("day of week", 0, 6, _WEEKDAYS),
+    ("day of week", 0, 7, _WEEKDAYS),  # 0 and 7 are both Sunday
 )
 _STEP = re.compile(r"^(?P<range>[^/]+)(?:/(?P<step>[0-9]+))?$")
 
@@ -122,10 +122,10 @@ _STEP = re.compile(r"^(?P<range>[^/]+)(?:/(?P<step>[0-9]+))?$")
 def parse_cron(expression: str) -> list[set[int]]:
     """The values each of the five fields matches; raises CronError saying what is wrong.
 
-    Standard five-field cron (minute hour day-of-month month day-of-week) with `*`, `?`, lists,
-    ranges, steps, month and weekday names, and the @hourly/@daily/@weekly/@monthly/@yearly macros.
-    The subset Temporal's parser and every cron user agree on: seconds, years, `L`, `#`, `@every` and
-    `CRON_TZ=` are rejected (timezone and intervals have their own fields).
+    Standard five-field cron (minute hour day-of-month month day-of-week) with `*`, lists, ranges,
+    steps, month and weekday names, and the @hourly/@daily/@weekly/@monthly/@yearly macros: the
+    subset Temporal's parser and every cron user agree on. Seconds, years, `?`, `L`, `#`, `@every`
+    and `CRON_TZ=` are rejected (timezone and intervals have their own fields).
     """
     text = expression.strip()
     if not text:
@@ -143,7 +143,10 @@ def parse_cron(expression: str) -> list[set[int]]:
         raise CronError(
             f"expected 5 fields (minute hour day-of-month month day-of-week), got {len(parts)}"
         )
-    return [_parse_field(part, *spec) for part, spec in zip(parts, _FIELDS, strict=True)]
+    fields = [_parse_field(part, *spec) for part, spec in zip(parts, _FIELDS, strict=True)]
+    if 7 in fields[4]:
+        fields[4] = (fields[4] - {7}) | {0}
+    return fields
 
 
 def _parse_field(text: str, name: str, low: int, high: int, names: dict[str, int]) -> set[int]:
@@ -157,10 +160,10 @@ def _parse_field(text: str, name: str, low: int, high: int, names: dict[str, int
         if step < 1:
             raise CronError(f"{name}: step must be at least 1")
         span = match["range"]
-        if span in ("*", "?"):
-            if span == "?" and name not in ("day of month", "day of week"):
-                raise CronError(f"{name}: '?' is only allowed for day of month and day of week")
-            start, end = low, high
+        if span == "?":
+            raise CronError(f"{name}: '?' is not supported; use '*'")
+        if span == "*":
+            start, end = low, high if name != "day of week" else 6
         elif "-" in span:
             first, _, last = span.partition("-")
             start, end = _value(first, name, low, high, names), _value(last, name, low, high, names)

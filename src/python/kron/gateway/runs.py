@@ -146,7 +146,7 @@ def _unb64(text: str) -> bytes:
 def request_fingerprint(run_input: AgentRunInput) -> str:
     """What makes two dispatches "the same request" for idempotency."""
     fields = run_input.model_dump(mode="json", include={
-        "goal", "toolkits", "model", "max_iterations", "token_budget", "callback_url",
+        "goal", "toolkits", "model", "max_iterations", "token_budget", "callback_url", "approval",
     })
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
 
