@@ -65,6 +65,7 @@ def _dependencies_rules(packages, third_party, forbidden_third_party=(), adapter
             *_adapters(adapters),
             "//src/python/**/conftest.py",
             "//tests/kron_testing/**",
+            "//deploy/**",  # manifests and CRDs tests read
             *("!" + r for r in _reqs(forbidden_third_party)),
             _REQS + "*",
             "!*",
@@ -88,6 +89,7 @@ def _private_dependents_rules():
             "/**",
             "//tests/**",
             "//bench/**",
+            "//deploy/**",  # docker_image targets package the deployables
             "!*",
         ),
     )

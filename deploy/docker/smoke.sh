@@ -68,7 +68,7 @@ log "built $image in $((SECONDS - start))s"
 
 # 3. Run, as Kubernetes would (deploy/k8s/base securityContext).
 run_args=(
-  --detach --network host --read-only --tmpfs /tmp:rw,size=1g,mode=1777
+  --detach --network host --read-only --tmpfs "/tmp:rw,size=1g,mode=1777"
   --cap-drop ALL --security-opt no-new-privileges --user 10001:10001
 )
 port="$(free_port)"
@@ -118,8 +118,9 @@ until curl -fsS -o "$work/body" "$url" 2>/dev/null; do
 done
 log "$url answered after $((SECONDS - start))s: $(head -c 200 "$work/body" | tr '\n' ' ')"
 if [[ "$name" == gateway ]]; then
-  curl -fsS "http://127.0.0.1:$port/metrics" | grep -q '^kron_gateway_requests_total{' \
-    || die "/metrics lacks kron_gateway_requests_total"
+  # To a file first: `curl | grep -q` fails under pipefail when grep stops reading early.
+  curl -fsS -o "$work/metrics" "http://127.0.0.1:$port/metrics" || die "GET /metrics"
+  grep -q '^kron_gateway_requests_total{' "$work/metrics" || die "/metrics lacks kron_gateway_requests_total"
 fi
 
 # 5. SIGTERM -> drain -> exit 0 well inside the grace period.

@@ -13,7 +13,7 @@ from typing import Any
 from unittest import mock
 
 import jsonschema
-import kubernetes_validate
+import kubernetes_validate  # type: ignore[import-untyped]  # no types, no stubs package
 import pytest
 import yaml
 
@@ -71,12 +71,15 @@ def scaledobject_schema() -> dict[str, Any]:
 
 def test_every_overlay_and_component_is_rendered() -> None:
     assert {"dev", "prod"} <= set(OVERLAYS)
-    used = set()
+    used: set[str] = set()
     for variant in VARIANTS:
         used.update(v for v in variant.split("+") if v.startswith("keda/"))
     for overlay in OVERLAYS:
         kustomization = yaml.safe_load((K8S / "overlays" / overlay / "kustomization.yaml").read_text())
-        used.update(os.path.relpath((K8S / "overlays" / overlay / c).resolve(), DEPLOY) for c in kustomization.get("components", []))
+        used.update(
+            os.path.relpath((K8S / "overlays" / overlay / c).resolve(), DEPLOY)
+            for c in kustomization.get("components", [])
+        )
     components = {
         os.path.relpath(p.parent, DEPLOY)
         for p in KEDA.glob("*/kustomization.yaml")
@@ -112,7 +115,9 @@ def test_builtin_kinds_validate_strictly(docs: list[Doc], version: str) -> None:
     assert not failures, "\n".join(failures)
 
 
-def test_custom_kinds_validate_against_their_crds(docs: list[Doc], scaledobject_schema: dict[str, Any]) -> None:
+def test_custom_kinds_validate_against_their_crds(
+    docs: list[Doc], scaledobject_schema: dict[str, Any]
+) -> None:
     for doc in docs:
         if doc["kind"] == "ScaledObject":
             assert doc["apiVersion"] == "keda.sh/v1alpha1"
@@ -123,19 +128,20 @@ def test_custom_kinds_validate_against_their_crds(docs: list[Doc], scaledobject_
 
 def test_crd_schema_conversion_is_strict(scaledobject_schema: dict[str, Any]) -> None:
     """The converted schema must reject what the API server would (or the checks above are moot)."""
-    good = {
+    good: dict[str, Any] = {
         "apiVersion": "keda.sh/v1alpha1",
         "kind": "ScaledObject",
         "metadata": {"name": "x"},
         "spec": {"scaleTargetRef": {"name": "x"}, "triggers": [{"type": "cpu", "metadata": {"value": "1"}}]},
     }
     jsonschema.validate(good, scaledobject_schema)
-    for bad_spec in (
+    bad_specs: list[dict[str, Any]] = [
         {**good["spec"], "minReplicas": 1},  # a typo: minReplicaCount
         {**good["spec"], "minReplicaCount": -1},
         {**good["spec"], "triggers": []},
         {**good["spec"], "triggers": [{"type": "cpu", "metadata": {"value": 1}}]},  # metadata is strings
-    ):
+    ]
+    for bad_spec in bad_specs:
         with pytest.raises(jsonschema.ValidationError):
             jsonschema.validate({**good, "spec": bad_spec}, scaledobject_schema)
 
@@ -148,8 +154,14 @@ def test_workload_selectors_match_their_templates(docs: list[Doc]) -> None:
         selector = workload["spec"]["selector"]
         assert selector.get("matchLabels"), _name(workload)
         assert selects(selector, template["metadata"]["labels"]), _name(workload)
-        others = [w for w, t in pod_templates(docs) if w is not workload and selects(selector, t["metadata"]["labels"])]
-        assert not others, f"{_name(workload)} selects other workloads' pods too: {[_name(o) for o in others]}"
+        others = [
+            w
+            for w, t in pod_templates(docs)
+            if w is not workload and selects(selector, t["metadata"]["labels"])
+        ]
+        assert (
+            not others
+        ), f"{_name(workload)} selects other workloads' pods too: {[_name(o) for o in others]}"
 
 
 def test_services_select_pods_and_their_ports(docs: list[Doc]) -> None:
@@ -221,7 +233,9 @@ def test_env_provides_every_setting(docs: list[Doc]) -> None:
         for setting in settings_fields(package):
             provided = [n for n in setting.names if n in env.sources]
             if not provided:
-                problems.append(f"{_name(deployment)}: {setting.owner} ({' or '.join(setting.names)}) not provided")
+                problems.append(
+                    f"{_name(deployment)}: {setting.owner} ({' or '.join(setting.names)}) not provided"
+                )
                 continue
             source = env.sources[provided[0]]
             if setting.required_value and source.value is None and not source.origin.startswith("secret:"):
@@ -244,7 +258,11 @@ def test_env_has_nothing_the_code_does_not_read(docs: list[Doc]) -> None:
     for deployment, package in deployments:
         (container,) = deployment["spec"]["template"]["spec"]["containers"]
         for name, source in container_env(container, configmaps).sources.items():
-            if source.configmap is not None and shared[source.configmap] > 1 and source.origin.startswith("envFrom:"):
+            if (
+                source.configmap is not None
+                and shared[source.configmap] > 1
+                and source.origin.startswith("envFrom:")
+            ):
                 if name not in read_by_any:
                     problems.append(f"shared ConfigMap {source.configmap}: {name} is read by no deployable")
             elif name not in read_by[package]:
@@ -274,10 +292,31 @@ def test_secrets_by_reference_only(docs: list[Doc]) -> None:
         for container in deployment["spec"]["template"]["spec"]["containers"]:
             for var, secret, key in container_env(container, configmaps).secret_refs:
                 assert secret == example["metadata"]["name"], (_name(deployment), var, secret)
-                assert key in keys, f"{_name(deployment)}: {var} reads key {key!r}, not in {SECRET_EXAMPLE.name}"
+                assert (
+                    key in keys
+                ), f"{_name(deployment)}: {var} reads key {key!r}, not in {SECRET_EXAMPLE.name}"
             for name, value in container_env(container, configmaps).values("").items():
                 if re.search(r"(KEY|SECRET|TOKEN|PASSWORD)$", name) and value:
                     pytest.fail(f"{_name(deployment)}: {name} has a literal value; use a secretKeyRef")
+
+
+def test_examples_validate(rendered: dict[str, list[Doc]], scaledobject_schema: dict[str, Any]) -> None:
+    """deploy/k8s/examples (never applied) still match the API: built-in kinds strictly, custom
+    kinds against the CRDs the base installs (or KEDA's)."""
+    crds = {
+        (d["spec"]["group"], v["name"], d["spec"]["names"]["kind"]): kubernetes_schema_from_crd(d, v["name"])
+        for d in by_kind(rendered["overlays/prod"], "CustomResourceDefinition")
+        for v in d["spec"]["versions"]
+    }
+    crds[("keda.sh", "v1alpha1", "ScaledObject")] = scaledobject_schema
+    version = kubernetes_validate.utils.latest_version()
+    for path in sorted((K8S / "examples").glob("*.yaml")):
+        for doc in load_yaml_documents(path):
+            group, _, api_version = doc["apiVersion"].rpartition("/")
+            if (group, api_version, doc["kind"]) in crds:
+                jsonschema.validate(doc, crds[(group, api_version, doc["kind"])])
+            else:
+                kubernetes_validate.validate(doc, version, strict=True)
 
 
 def test_the_secret_example_is_never_applied() -> None:
@@ -308,12 +347,19 @@ def test_probes_point_at_the_ports_the_code_listens_on(docs: list[Doc]) -> None:
                 if setting.is_port and value is not None:
                     listening.add(int(value))
                 if setting.is_host:
-                    assert value == "0.0.0.0", f"{_name(deployment)}: {setting.owner}={value!r} (probes and scrapes need the pod IP)"
-            assert declared <= listening, f"{_name(deployment)}: containerPorts {declared}, the code listens on {listening}"
+                    assert (
+                        value == "0.0.0.0"
+                    ), f"{_name(deployment)}: {setting.owner}={value!r} (probes and scrapes need the pod IP)"
+            assert (
+                declared <= listening
+            ), f"{_name(deployment)}: containerPorts {declared}, the code listens on {listening}"
             for kind in ("startupProbe", "livenessProbe", "readinessProbe"):
                 assert probe_port(container[kind], container) in listening, (_name(deployment), kind)
         http_paths = {
-            c[k]["httpGet"]["path"] for c in template["spec"]["containers"] for k in ("livenessProbe", "readinessProbe") if "httpGet" in c[k]
+            c[k]["httpGet"]["path"]
+            for c in template["spec"]["containers"]
+            for k in ("livenessProbe", "readinessProbe")
+            if "httpGet" in c[k]
         }
         if package == "kron.gateway":
             assert http_paths == {"/livez", "/readyz"}
@@ -335,7 +381,9 @@ def test_grace_period_outlasts_prestop_and_drain(docs: list[Doc]) -> None:
                         name = next(n for n in setting.names if n in values)
                         drain = float(values[name])
             # 10 s for what follows the drain (closing clients, flushing) before the SIGKILL.
-            assert grace >= pre_stop + drain + 10, f"{_name(deployment)}: grace {grace}s < preStop {pre_stop}s + drain {drain}s + 10s"
+            assert (
+                grace >= pre_stop + drain + 10
+            ), f"{_name(deployment)}: grace {grace}s < preStop {pre_stop}s + drain {drain}s + 10s"
         if deployable_package(deployment) == "kron.gateway":
             assert any("preStop" in c.get("lifecycle", {}) for c in spec["containers"])
 
@@ -371,14 +419,22 @@ def test_scheduler_rbac_covers_scheduledruns(docs: list[Doc]) -> None:
         pytest.fail("the ScheduledRun CRD (deploy/k8s/base/crds/scheduledrun.yaml) is not rendered")
     group = crds["scheduledruns"]["spec"]["group"]
     rules = [r for role in by_kind(docs, "ClusterRole") + by_kind(docs, "Role") for r in role["rules"]]
-    granted = {(res, verb) for r in rules if group in r["apiGroups"] for res in r["resources"] for verb in r["verbs"]}
-    for need in [("scheduledruns", v) for v in ("get", "list", "watch")] + [("scheduledruns/status", "patch")]:
+    granted = {
+        (res, verb) for r in rules if group in r["apiGroups"] for res in r["resources"] for verb in r["verbs"]
+    }
+    for need in [("scheduledruns", v) for v in ("get", "list", "watch")] + [
+        ("scheduledruns/status", "patch")
+    ]:
         assert need in granted, need
     scheduler_sa = {
-        t["spec"].get("serviceAccountName") for w, t in pod_templates(docs) if deployable_package(w) == "kron.scheduler"
+        t["spec"].get("serviceAccountName")
+        for w, t in pod_templates(docs)
+        if deployable_package(w) == "kron.scheduler"
     }
     bound = {
-        s["name"] for b in by_kind(docs, "ClusterRoleBinding") + by_kind(docs, "RoleBinding") for s in b["subjects"]
+        s["name"]
+        for b in by_kind(docs, "ClusterRoleBinding") + by_kind(docs, "RoleBinding")
+        for s in b["subjects"]
     }
     assert scheduler_sa and scheduler_sa <= bound
 
@@ -414,5 +470,8 @@ def test_scaledobjects_scale_the_worker_safely(docs: list[Doc]) -> None:
         behavior = spec["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]["scaleDown"]
         # Scale-in is slower than a removed worker's drain: never a fleet of draining workers.
         assert behavior["stabilizationWindowSeconds"] >= grace
-        assert all(p["type"] == "Pods" and p["value"] == 1 and p["periodSeconds"] >= grace / 2 for p in behavior["policies"])
+        assert all(
+            p["type"] == "Pods" and p["value"] == 1 and p["periodSeconds"] >= grace / 2
+            for p in behavior["policies"]
+        )
         assert spec.get("fallback", {}).get("behavior") == "currentReplicasIfHigher"

@@ -210,7 +210,9 @@ def container_env(container: dict[str, Any], configmaps: dict[str, dict[str, str
                     env.missing.append(f"envFrom configMap {ref['name']}")
                 continue
             for key, value in data.items():
-                env.sources[entry.get("prefix", "") + key] = EnvSource(value, f"envFrom:{ref['name']}", ref["name"])
+                env.sources[entry.get("prefix", "") + key] = EnvSource(
+                    value, f"envFrom:{ref['name']}", ref["name"]
+                )
         elif "secretRef" in entry:
             env.missing.append(f"envFrom secretRef {entry['secretRef']['name']}: use secretKeyRef per key")
     for var in container.get("env", []):
@@ -221,10 +223,10 @@ def container_env(container: dict[str, Any], configmaps: dict[str, dict[str, str
         source = var.get("valueFrom", {})
         if "configMapKeyRef" in source:
             ref = source["configMapKeyRef"]
-            value = configmaps.get(ref["name"], {}).get(ref["key"])
-            if value is None and not ref.get("optional"):
+            found: str | None = configmaps.get(ref["name"], {}).get(ref["key"])
+            if found is None and not ref.get("optional"):
                 env.missing.append(f"{name}: configMap {ref['name']} has no key {ref['key']}")
-            env.sources[name] = EnvSource(value, f"configmap:{ref['name']}", ref["name"])
+            env.sources[name] = EnvSource(found, f"configmap:{ref['name']}", ref["name"])
         elif "secretKeyRef" in source:
             ref = source["secretKeyRef"]
             env.secret_refs.append((name, ref["name"], ref["key"]))
@@ -255,9 +257,9 @@ def probe_port(probe: dict[str, Any], container: dict[str, Any]) -> int:
     port = handler["port"]
     if isinstance(port, int):
         return port
-    names = {p["name"]: p["containerPort"] for p in container.get("ports", []) if "name" in p}
+    names: dict[str, int] = {p["name"]: p["containerPort"] for p in container.get("ports", []) if "name" in p}
     assert port in names, f"probe port {port!r} is not a named port of {container['name']}: {names}"
-    return names[port]
+    return int(names[port])
 
 
 def kubernetes_schema_from_crd(crd: dict[str, Any], version: str) -> dict[str, Any]:
@@ -265,7 +267,10 @@ def kubernetes_schema_from_crd(crd: dict[str, Any], version: str) -> dict[str, A
     --validate=strict`: unknown fields are errors unless the schema preserves them."""
     for item in crd["spec"]["versions"]:
         if item["name"] == version:
-            return _to_json_schema(item["schema"]["openAPIV3Schema"])
+            schema = _to_json_schema(item["schema"]["openAPIV3Schema"])
+            # The API server validates ObjectMeta itself; a CRD may only constrain name there.
+            schema.get("properties", {}).get("metadata", {}).pop("additionalProperties", None)
+            return dict(schema)
     raise KeyError(version)
 
 

@@ -31,8 +31,16 @@ DASHBOARDS = sorted((DEPLOY / "grafana").glob("*.json"))
 # Temporal server (matching service) metrics the rules and dashboards use; labels as the server
 # exports them (measured on `temporal server start-dev`, Server 1.32).
 _TEMPORAL_LABELS = (
-    "namespace", "namespace_state", "operation", "partition", "service_name", "task_type", "taskqueue",
-    "worker_build_id", "worker_deployment_name", "worker_version",
+    "namespace",
+    "namespace_state",
+    "operation",
+    "partition",
+    "service_name",
+    "task_type",
+    "taskqueue",
+    "worker_build_id",
+    "worker_deployment_name",
+    "worker_version",
 )
 EXTERNAL_METRICS = {
     "approximate_backlog_count": {*_TEMPORAL_LABELS, "task_priority"},
@@ -43,8 +51,20 @@ EXTERNAL_METRICS = {
 SCRAPE_LABELS = {"job", "instance"}
 GRAFANA_VARIABLES = {"$__rate_interval": "1m", "$__interval": "1m", "$__range": "1h"}
 PROMQL_WORDS = {
-    "and", "or", "unless", "by", "without", "on", "ignoring", "group_left", "group_right", "bool",
-    "offset", "inf", "nan", "le",
+    "and",
+    "or",
+    "unless",
+    "by",
+    "without",
+    "on",
+    "ignoring",
+    "group_left",
+    "group_right",
+    "bool",
+    "offset",
+    "inf",
+    "nan",
+    "le",
 }
 
 
@@ -56,7 +76,7 @@ class Metric:
 
 
 def _collectors() -> list[MetricWrapperBase]:
-    import kron
+    import kron  # pants: no-infer-dep (the package root: its modules are listed in BUILD)
 
     found: list[MetricWrapperBase] = []
     for info in pkgutil.iter_modules(kron.__path__, "kron."):
@@ -69,7 +89,11 @@ def _collectors() -> list[MetricWrapperBase]:
         for value in vars(module).values():
             if isinstance(value, MetricWrapperBase):
                 found.append(value)
-            elif isinstance(value, type) and value.__name__.endswith("Metrics") and value.__module__ == module.__name__:
+            elif (
+                isinstance(value, type)
+                and value.__name__.endswith("Metrics")
+                and value.__module__ == module.__name__
+            ):
                 instance = value(CollectorRegistry())
                 found += [v for v in vars(instance).values() if isinstance(v, MetricWrapperBase)]
     return found
@@ -80,17 +104,21 @@ def catalogue() -> dict[str, Metric]:
     """Every series name a scrape of kron can show, with its labels."""
     names: dict[str, Metric] = {}
     for collector in _collectors():
-        family, kind = collector._name, collector._type  # noqa: SLF001 - prometheus_client has no public accessor
-        labels = frozenset(collector._labelnames)  # noqa: SLF001
-        suffixes = {"counter": ["_total", "_created"], "histogram": ["_bucket", "_count", "_sum", "_created"],
-                    "gauge": [""], "summary": ["", "_count", "_sum", "_created"]}[kind]
+        family, kind = str(collector._name), str(collector._type)  # prometheus_client has no public accessor
+        labels = frozenset(collector._labelnames)
+        suffixes = {
+            "counter": ["_total", "_created"],
+            "histogram": ["_bucket", "_count", "_sum", "_created"],
+            "gauge": [""],
+            "summary": ["", "_count", "_sum", "_created"],
+        }[kind]
         for suffix in suffixes:
-            extra = {"le"} if suffix == "_bucket" else set()
-            names[family + suffix] = Metric(family, kind, labels | extra)
+            extra: set[str] = {"le"} if suffix == "_bucket" else set()
+            names[family + suffix] = Metric(family, kind, frozenset(labels | extra))
     assert any(n.startswith("kron_runs") for n in names), "the worker's metrics were not found"
     assert any(n.startswith("kron_gateway_") for n in names), "the gateway's metrics were not found"
-    for name, labels in EXTERNAL_METRICS.items():
-        names[name] = Metric(name, "gauge", frozenset(labels))
+    for name, external_labels in EXTERNAL_METRICS.items():
+        names[name] = Metric(name, "gauge", frozenset(external_labels))
     return names
 
 
@@ -101,16 +129,15 @@ def _rule_exprs() -> list[tuple[str, str]]:
 
 def _panel_exprs() -> list[tuple[str, str]]:
     out = []
+
+    def walk(name: str, panels: list[dict[str, Any]]) -> None:
+        for panel in panels:
+            walk(name, panel.get("panels", []))
+            for target in panel.get("targets", []):
+                out.append((f"{name}: {panel['title']} [{target['refId']}]", target["expr"]))
+
     for path in DASHBOARDS:
-        dashboard = json.loads(path.read_text())
-
-        def walk(panels: list[dict[str, Any]]) -> None:
-            for panel in panels:
-                walk(panel.get("panels", []))
-                for target in panel.get("targets", []):
-                    out.append((f"{path.name}: {panel['title']} [{target['refId']}]", target["expr"]))
-
-        walk(dashboard["panels"])
+        walk(path.name, json.loads(path.read_text())["panels"])
     return out
 
 
@@ -132,7 +159,7 @@ def _selectors(expr: str) -> list[tuple[str, set[str], set[str]]]:
     found = []
     for match in re.finditer(r"([a-zA-Z_:][a-zA-Z0-9_:]*)\s*(\{[^}]*\})?", text):
         name, matchers = match.group(1), match.group(2) or ""
-        following = text[match.end():].lstrip()
+        following = text[match.end() :].lstrip()
         if name in PROMQL_WORDS or following.startswith("(") or re.fullmatch(r"\d.*|e\d*", name):
             continue
         labels = set(re.findall(r"([a-zA-Z_][a-zA-Z0-9_]*)\s*(?:=~|!~|!=|=)", matchers))
@@ -149,13 +176,19 @@ def test_there_are_rules_and_panels() -> None:
 
 
 def test_promtool_checks_the_rules(promtool: str) -> None:
-    result = subprocess.run([promtool, "check", "rules", str(RULES)], capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [promtool, "check", "rules", str(RULES)], capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_promtool_rule_unit_tests_pass(promtool: str) -> None:
     result = subprocess.run(
-        [promtool, "test", "rules", str(RULES_TEST)], capture_output=True, text=True, timeout=120, cwd=RULES_TEST.parent
+        [promtool, "test", "rules", str(RULES_TEST)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=RULES_TEST.parent,
     )
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -173,12 +206,22 @@ def test_every_alert_has_a_unit_test() -> None:
 
 def test_every_panel_query_parses(promtool: str, tmp_path: Path) -> None:
     """promtool parses each panel's PromQL (as a recording rule), Grafana variables substituted."""
-    rules = {"groups": [{"name": "panels", "rules": [
-        {"record": f"panel:query_{i}", "expr": _substitute(expr)} for i, (_, expr) in enumerate(_panel_exprs())
-    ]}]}
+    rules = {
+        "groups": [
+            {
+                "name": "panels",
+                "rules": [
+                    {"record": f"panel:query_{i}", "expr": _substitute(expr)}
+                    for i, (_, expr) in enumerate(_panel_exprs())
+                ],
+            }
+        ]
+    }
     path = tmp_path / "panels.yaml"
     path.write_text(yaml.safe_dump(rules))
-    result = subprocess.run([promtool, "check", "rules", str(path)], capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [promtool, "check", "rules", str(path)], capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 

@@ -1,8 +1,9 @@
 """Replay committed AgentWorkflow histories: a change that breaks determinism for runs already in
 flight fails here, before it reaches a worker.
 
-To add a history after an intentional, versioned change:
-    KRON_RECORD_HISTORY=1 pytest tests/integration/replay_test.py
+To add a history after an intentional, versioned change (`workflow.patched`):
+    KRON_RECORD_HISTORY=1 KRON_RECORD_HISTORY_NAME=<name> pytest tests/integration/replay_test.py
+Committed: agent_run_parallel_tools (before tool safety), agent_run_tool_safety (after).
 """
 
 from __future__ import annotations
@@ -49,4 +50,5 @@ async def test_record_history(running_stack: Stack) -> None:
     handle = await running_stack.start_run(toolkits=[toolkit], token_budget=100_000)
     await handle.result()
     history = await handle.fetch_history()
-    (HISTORIES / "agent_run_parallel_tools.json").write_text(history.to_json())
+    name = os.environ.get("KRON_RECORD_HISTORY_NAME", "agent_run")
+    (HISTORIES / f"{name}.json").write_text(history.to_json())

@@ -1,12 +1,16 @@
-"""Human approval through the gateway: gated tool calls wait for approve/deny."""
+"""Human decisions through the gateway: approve/deny gated tool calls, resolve unknown outcomes."""
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from typing import Any
 
 from kron_testing import fake_anthropic as replies
+from kron_testing.temporal_server import TemporalDevServer
 
-from ..conftest import Stack
+from ..conftest import Stack, spawn_worker
+from ..side_effect_safety_test import add_slow_tool
 from .conftest import Gateway, eventually, unique_user
 
 
@@ -70,3 +74,49 @@ async def test_approve_without_a_waiting_call_is_a_409(gateway: Gateway, running
         return response.status_code
 
     await eventually(no_pending, timeout=10)
+
+
+async def test_resolve_an_unknown_tool_outcome_after_a_crash(
+    gateway: Gateway, stack: Stack, temporal_server: TemporalDevServer
+) -> None:
+    user = unique_user()
+    release = threading.Event()
+    add_slow_tool(stack, "NOTES_APPEND", release)
+    stack.composio.connect(user, "notes")
+    stack.llm.responder = replies.scripted_agent(1, "NOTES_APPEND")
+    first = spawn_worker(stack, temporal_server)
+    try:
+        task_id = (await gateway.dispatch(user, toolkits=["notes"])).json()["task_id"]
+        headers = await gateway.headers(user)
+        nothing = await gateway.http.post(f"/tasks/{task_id}/resolve", json={"action": "skip"},
+                                          headers=headers)
+        assert nothing.status_code in (409, 503)  # nothing unknown yet (or no answer yet)
+        for _ in range(300):
+            if stack.composio.execution_count():
+                break
+            await asyncio.sleep(0.1)
+    finally:
+        first.kill()  # dies while the unsafe call runs
+    release.set()
+    second = spawn_worker(stack, temporal_server)
+    try:
+        async def unknown() -> dict[str, Any]:
+            task = await gateway.task(user, task_id)
+            assert task["pending_unknown"], task["status"]
+            return task
+
+        task = await eventually(unknown, timeout=30)
+        assert task["status"] == "waiting"
+        bad = await gateway.http.post(f"/tasks/{task_id}/resolve", json={"action": "maybe"},
+                                      headers=headers)
+        assert bad.status_code == 422
+        resolved = await gateway.http.post(f"/tasks/{task_id}/resolve", json={"action": "skip"},
+                                           headers=headers)
+        assert resolved.status_code == 202, resolved.text
+        assert resolved.json()["keys"] == [task["pending_unknown"][0]["idempotency_key"]]
+        final = await gateway.wait_until_terminal(user, task_id)
+    finally:
+        second.terminate()
+    assert final["status"] == "completed"
+    assert [s["outcome_unknown"] for s in final["steps"] if s["kind"] == "tool"] == [True]
+    assert stack.composio.execution_count() == 1

@@ -18,12 +18,12 @@ from typing import Any, TypeVar
 
 import pytest
 from prometheus_client import CollectorRegistry
-from temporalio.client import Client
+from temporalio.client import Client, ScheduleActionStartWorkflow
 from temporalio.worker import Worker
 
 from kron.agent_core.composio_tools import ComposioToolProvider
 from kron.common.schedules import ScheduleSettings, ScheduleStore, ScheduleView
-from kron.contracts.schedules import FireRecord, RunHistory, ScheduleDefinition
+from kron.contracts.schedules import SCHEDULE_ID_PREFIX, FireRecord, RunHistory, ScheduleDefinition
 from kron.scheduler.activities import SchedulerActivities
 from kron.scheduler.main import build_worker
 from kron.scheduler.metrics import SchedulerMetrics
@@ -144,6 +144,16 @@ async def scheduler(running_stack: Stack, client: Client) -> AsyncIterator[Sched
     store = ScheduleStore(client, settings, agent_task_queue=running_stack.task_queue)
     async with worker:
         yield Scheduler(client, running_stack, settings, store, metrics, registry)
+        await delete_schedules_on(client, settings.scheduler_task_queue)
+
+
+async def delete_schedules_on(client: Client, scheduler_task_queue: str) -> None:
+    """Tests share one server: a schedule left behind would fire for the rest of the session."""
+    async for entry in await client.list_schedules(f"ScheduleId STARTS_WITH '{SCHEDULE_ID_PREFIX}'"):
+        description = await client.get_schedule_handle(entry.id).describe()
+        action = description.schedule.action
+        if isinstance(action, ScheduleActionStartWorkflow) and action.task_queue == scheduler_task_queue:
+            await client.get_schedule_handle(entry.id).delete()
 
 
 async def eventually(check: Callable[[], Awaitable[T]], timeout: float = 15.0) -> T:

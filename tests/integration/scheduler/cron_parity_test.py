@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import timedelta
 
 import pytest
@@ -23,7 +24,7 @@ EXPRESSIONS = [
 ]
 
 
-def values(ranges: list[ScheduleRange] | tuple[ScheduleRange, ...], high: int) -> set[int]:
+def values(ranges: Sequence[ScheduleRange], high: int) -> set[int]:
     found: set[int] = set()
     for r in ranges:
         found.update(range(r.start, (r.end or r.start) + 1, r.step or 1))

@@ -77,7 +77,7 @@ async def test_replace_cancels_the_running_fire_then_starts(scheduler: Scheduler
     await scheduler.store.trigger(view)
     first = (await scheduler.wait_for_history(view, lambda rs: len(started(rs)) == 1))[0]
     await scheduler.stack.wait_for_model_requests(1)
-    await asyncio.sleep(1.1)  # a new second: the replacing fire gets its own workflow id
+    # (no pause: the replacing fire may get the same <id>-<second> workflow id, reused once closed)
     await scheduler.store.trigger(view)
 
     records = await scheduler.wait_for_history(
@@ -142,3 +142,20 @@ async def test_a_toolkit_disconnected_since_creation_fails_the_fire_preflight(sc
     await asyncio.sleep(1.1)
     await scheduler.store.trigger(view)
     await scheduler.wait_for_history(view, lambda rs: len(started(rs, FireOutcome.SUCCEEDED)) == 1)
+
+
+async def test_forbid_records_when_skipped_spec_fires_were_due(scheduler: Scheduler) -> None:
+    scheduler.stack.llm.responder = SlowFirstRuns(seconds=2.2)
+    view = await scheduler.create(
+        definition(timing={"interval_seconds": 1}, run={"goal": f"busy {SLOW_MARKER}"}, concurrency_policy="Forbid")
+    )
+    records = await scheduler.wait_for_history(
+        view, lambda rs: len([r for r in rs if r.dispatch is DispatchStatus.SKIPPED_OVERLAP]) >= 2
+    )
+    await scheduler.store.delete(view.schedule_id)
+    runs = {r.scheduled_at for r in started(records)}
+    skipped = [r for r in records if r.dispatch is DispatchStatus.SKIPPED_OVERLAP]
+    for record in skipped:
+        assert record.scheduled_at is not None and record.scheduled_at.microsecond == 0  # a nominal time
+        assert record.scheduled_at not in runs and record.scheduled_at <= record.fired_at
+    assert len({r.scheduled_at for r in skipped}) == len(skipped)

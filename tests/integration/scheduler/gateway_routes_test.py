@@ -7,19 +7,23 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import httpx
 import pytest
 from fastapi import FastAPI
+from pydantic import SecretStr
 
+from kron.common.schedules import ScheduleStore
+from kron.contracts.schedules import ScheduleDefinition
 from kron.gateway.app import create_app
 from kron.gateway.routers import schedules
 from kron.gateway.settings import GatewaySettings
 from kron_testing.temporal_server import TemporalDevServer
 
 from ..conftest import COMPOSIO_KEY
-from .conftest import Scheduler, unique
+from .conftest import Scheduler, delete_schedules_on, unique
 
 JWT_SECRET = "scheduler-test-jwt-secret-0123456789abcdef"
 
@@ -42,11 +46,11 @@ class Api:
 async def api(scheduler: Scheduler, temporal_server: TemporalDevServer) -> AsyncIterator[Api]:
     settings = GatewaySettings(
         dev_mode=False,
-        jwt_secret=JWT_SECRET,
+        jwt_secret=SecretStr(JWT_SECRET),
         token_endpoint_enabled=True,
         temporal_address=temporal_server.address,
         task_queue=scheduler.stack.task_queue,
-        composio_api_key=COMPOSIO_KEY,
+        composio_api_key=SecretStr(COMPOSIO_KEY),
         composio_base_url=scheduler.stack.composio.base_url,
         dispatch_rate_per_second=1000.0,
         dispatch_burst=1000,
@@ -159,7 +163,7 @@ async def test_creating_for_an_unconnected_toolkit_is_a_409_with_the_link(api: A
 
 async def test_declarative_schedules_are_read_only_here(api: Api, scheduler: Scheduler) -> None:
     name = unique("digest")
-    definition = schedules.ScheduleDefinition.model_validate(body(name))
+    definition = ScheduleDefinition.model_validate(body(name))
     await scheduler.store.create(scheduler.user, definition, source="kubernetes")
     assert (await api.call("GET", f"/schedules/{name}", scheduler.user)).json()["source"] == "kubernetes"
     for method, path in [("PATCH", ""), ("DELETE", ""), ("POST", "/suspend"), ("POST", "/resume")]:
@@ -168,3 +172,18 @@ async def test_declarative_schedules_are_read_only_here(api: Api, scheduler: Sch
         assert response.status_code == 409, (method, response.text)
         assert response.json()["error"] == "schedule_managed_declaratively"
     assert (await api.call("POST", f"/schedules/{name}/trigger", scheduler.user)).status_code == 202
+
+
+async def test_run_history_without_a_scheduler_worker_is_a_503(api: Api, scheduler: Scheduler) -> None:
+    name = unique("orphan")
+    settings = scheduler.settings.model_copy(update={"scheduler_task_queue": unique("nobody-polls")})
+    store = ScheduleStore(scheduler.client, settings, rpc_timeout=timedelta(seconds=1))
+    api.app.state.schedule_store = store
+    await store.create(scheduler.user, ScheduleDefinition.model_validate(body(name)))
+    try:
+        response = await api.call("GET", f"/schedules/{name}/runs", scheduler.user)
+        assert response.status_code == 503, response.text
+        assert response.json()["error"] == "scheduler_unavailable" and response.headers["retry-after"] == "2"
+        assert (await api.call("GET", f"/schedules/{name}", scheduler.user)).status_code == 200
+    finally:
+        await delete_schedules_on(scheduler.client, settings.scheduler_task_queue)

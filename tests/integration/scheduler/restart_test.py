@@ -19,7 +19,7 @@ from kron_testing.processes import KronProcess
 from kron_testing.temporal_server import TemporalDevServer
 
 from ..conftest import COMPOSIO_KEY, Stack
-from .conftest import SLOW_MARKER, SlowFirstRuns, schedule_settings_for, unique
+from .conftest import SLOW_MARKER, SlowFirstRuns, delete_schedules_on, schedule_settings_for, unique
 
 T = TypeVar("T")
 RESOURCE = """\
@@ -104,6 +104,7 @@ async def test_a_killed_scheduler_loses_nothing(
         assert len(await store.list_by_source(env["KRON_SCHEDULER_SOURCE_ID"])) == 1
     finally:
         assert second.terminate(timeout=30) == 0
+        await delete_schedules_on(client, settings.scheduler_task_queue)
 
 
 async def wait_until(check: Callable[[], Awaitable[T | None]], timeout: float = 30.0) -> T:

@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterator
 from typing import Any, cast
 
+import httpx
 from anthropic.types import ToolUseBlock
 from composio import Composio
 from composio.core.models.base import allow_tracking
@@ -237,11 +238,17 @@ class ComposioToolProvider:
             status = error.status_code
             detail = self._redact(_error_detail(error))
             if status >= 500 or status in _TRANSIENT_STATUSES:
-                raise ToolTransportError(f"Composio answered {status} while {action}: {detail}") from None
+                raise ToolTransportError(
+                    f"Composio answered {status} while {action}: {detail}",
+                    maybe_executed=status != 429,  # rate limiting happens before anything runs
+                ) from None
             raise ComposioRequestError(f"Composio answered {status}: {detail}", status_code=status) from None
         except APIConnectionError as error:  # includes timeouts
+            # Only a connection that was never made proves the request was not acted on.
+            never_connected = isinstance(error.__cause__, httpx.ConnectError | httpx.ConnectTimeout)
             raise ToolTransportError(
-                f"Could not reach Composio while {action}: {self._redact(str(error))}"
+                f"Could not reach Composio while {action}: {self._redact(str(error))}",
+                maybe_executed=not never_connected,
             ) from None
 
     def _bounded(self, content: str) -> str:

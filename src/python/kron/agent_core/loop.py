@@ -218,6 +218,7 @@ class AgentLoop:
                 not result.is_error,
                 _first_line(result.content) if result.is_error else None,
                 result.duration_seconds,
+                outcome_unknown=result.outcome_unknown,
             )
             block: dict[str, Any] = {
                 "type": "tool_result",
@@ -253,7 +254,14 @@ class AgentLoop:
         return Finish(result)
 
     def _record_step(
-        self, kind: StepKind, name: str, ok: bool, error: str | None, duration: float
+        self,
+        kind: StepKind,
+        name: str,
+        ok: bool,
+        error: str | None,
+        duration: float,
+        *,
+        outcome_unknown: bool = False,
     ) -> None:
         self.state.steps.append(
             StepRecord(
@@ -264,6 +272,7 @@ class AgentLoop:
                 ok=ok,
                 error=error,
                 duration_seconds=round(duration, 6),
+                outcome_unknown=outcome_unknown,
             )
         )
 

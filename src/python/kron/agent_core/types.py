@@ -44,6 +44,8 @@ class ToolResult(BaseModel):
     content: str
     is_error: bool = False
     duration_seconds: float = 0.0
+    # The call may or may not have taken effect (an unsafe call in flight when its worker died).
+    outcome_unknown: bool = False
 
 
 class ModelCallError(Exception):
@@ -73,4 +75,10 @@ class ToolTransportError(Exception):
     """The tool backend could not be reached or failed transiently (5xx, connection): worth a retry.
 
     A tool that ran and reported failure is *not* this: that is a `ToolResult(is_error=True)`.
+    `maybe_executed` is False only when the request certainly never reached the backend (connection
+    refused, rate-limited before running): only then may an unsafe tool call be retried blindly.
     """
+
+    def __init__(self, message: str, *, maybe_executed: bool = True) -> None:
+        super().__init__(message)
+        self.maybe_executed = maybe_executed

@@ -15,7 +15,8 @@ applies the overlap policy to the whole run. Temporal names the workflows a sche
 is dropped. Spec fires are at least a minimum interval apart, so only "trigger now" can collide;
 under Allow it therefore starts the fire workflow directly with a unique id (the same thing the
 schedule would do, minus the collision). Under Forbid and Replace it goes through the schedule, which
-applies the policy (and a same-second collision under those policies is the policy's skip anyway).
+applies the policy (skip, or cancel then start); once the earlier fire has closed, Temporal reuses
+its workflow id for a fire in the same second, so fire records are keyed by workflow id and run id.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from temporalio.client import (
     ScheduleState,
     ScheduleUpdate,
     ScheduleUpdateInput,
+    WorkflowQueryFailedError,
 )
 from temporalio.common import (
     SearchAttributeKey,
@@ -367,9 +369,10 @@ class ScheduleStore:
         except RPCError as error:
             if error.status == RPCStatusCode.NOT_FOUND:
                 return RunHistory(records=[], max_run_history=0)
-            if error.status in (RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.UNAVAILABLE):
-                raise SchedulerUnavailable() from None
-            raise
+            # No scheduler worker polls (timeout or no pollers), or Temporal itself is down.
+            raise SchedulerUnavailable(error.status.name if error.status else "unknown") from None
+        except WorkflowQueryFailedError as error:
+            raise SchedulerUnavailable(str(error)) from None
 
     async def list_owned(
         self, owner: str, *, page_size: int, page_token: bytes | None = None

@@ -46,6 +46,14 @@ class Usage(BaseModel):
         return self.input_tokens + self.output_tokens
 
 
+class ToolSafety(StrEnum):
+    """What re-running a tool call whose outcome is unknown could do."""
+
+    READ_ONLY = "read_only"  # no effect: retry freely
+    IDEMPOTENT = "idempotent"  # same effect however often it runs: retry freely
+    UNSAFE = "unsafe"  # may act twice: never re-run blindly after a crash
+
+
 class StepRecord(BaseModel):
     """One completed step of a run, for the `progress` query."""
 
@@ -56,6 +64,8 @@ class StepRecord(BaseModel):
     ok: bool
     error: str | None = None
     duration_seconds: float = 0.0
+    # An unsafe tool call that was in flight when its worker died: it may or may not have acted.
+    outcome_unknown: bool = False
 
 
 class RunError(BaseModel):
@@ -76,6 +86,7 @@ class Conversation(BaseModel):
     turns: int = 0
     continuations: int = 0
     steps: list[StepRecord] = Field(default_factory=list)
+    tool_safety: dict[str, ToolSafety] = Field(default_factory=dict)  # as classified by the worker
 
 
 class ApprovalPolicy(BaseModel):
@@ -111,10 +122,41 @@ class PendingApproval(BaseModel):
 
 
 class ApprovalDecision(BaseModel):
-    """Payload of the `approve` signal: one decision for all calls currently waiting."""
+    """Payload of the `approve` signal: one decision for all calls waiting at `turn`.
+
+    A decision for a turn that is not waiting yet is kept for it; `turn=None` decides whatever
+    waits right now.
+    """
 
     approved: bool
     reason: str | None = Field(default=None, max_length=2000)
+    turn: int | None = None
+
+
+class UnknownOutcomeAction(StrEnum):
+    RETRY = "retry"  # run the call again (the human checked it did not happen)
+    SKIP = "skip"  # do not run it again; tell the model its outcome is unknown
+    ABORT = "abort"  # end the run (status failed, error outcome_unknown)
+
+
+class UnknownOutcomeDecision(BaseModel):
+    """Payload of the `resolve_unknown` signal.
+
+    `keys` names the calls decided (their idempotency keys, from `pending_unknown`); a decision for
+    a call that is not waiting yet is kept for it. None decides every call waiting right now.
+    """
+
+    action: UnknownOutcomeAction
+    reason: str | None = Field(default=None, max_length=2000)
+    keys: list[str] | None = Field(default=None, max_length=256)
+
+
+class PendingUnknownOutcome(BaseModel):
+    """An unsafe tool call whose outcome is unknown after a crash, waiting for a human."""
+
+    call: PendingToolCall
+    idempotency_key: str
+    timeout_seconds: int
 
 
 class AgentRunInput(BaseModel):
@@ -132,6 +174,8 @@ class AgentRunInput(BaseModel):
     system_prompt: str | None = Field(default=None, max_length=32_000)
     callback_url: str | None = None
     approval: ApprovalPolicy | None = None
+    # An unsafe tool call whose outcome is unknown waits this long for retry/skip/abort, then skips.
+    unknown_outcome_timeout_seconds: int = Field(default=3600, ge=1, le=7 * 24 * 3600)
     request_id: str | None = None
     # Set only by the workflow itself when it continues as new.
     checkpoint: Conversation | None = None
@@ -156,3 +200,4 @@ class RunProgress(BaseModel):
     steps: list[StepRecord]
     usage: Usage
     pending_approval: PendingApproval | None = None
+    pending_unknown: list[PendingUnknownOutcome] = Field(default_factory=list)

@@ -8,6 +8,7 @@ AGENT_TASK_QUEUE: Final = "kron-agent"
 # Signals understood by AgentWorkflow.
 SIGNAL_CANCEL: Final = "cancel"
 SIGNAL_APPROVE: Final = "approve"  # payload: ApprovalDecision
+SIGNAL_RESOLVE_UNKNOWN: Final = "resolve_unknown"  # payload: UnknownOutcomeDecision
 
 # Queries answered by AgentWorkflow.
 QUERY_STATUS: Final = "status"

@@ -337,6 +337,8 @@ class FireRecord(BaseModel):
     """One fire of a schedule, in its run history."""
 
     fire_id: str  # the fire workflow's id; for skips, "<schedule id>-skip-<n>"
+    # Temporal reuses a fire's workflow id when Replace starts the next fire in the same second.
+    fire_run_id: str | None = None
     trigger: FireTrigger = FireTrigger.SCHEDULE
     scheduled_at: datetime | None = None  # nominal fire time (None: a skipped manual trigger)
     fired_at: datetime  # when the fire was handled (or the skip observed)

@@ -21,7 +21,7 @@ from kron.gateway.metrics import GatewayMetrics
 from kron.gateway.middleware import RequestContextMiddleware
 from kron.gateway.preflight import ConnectionsFactory, Preflight, composio_connections_factory
 from kron.gateway.ratelimit import TokenBucketLimiter
-from kron.gateway.routers import auth, health, tasks
+from kron.gateway.routers import auth, health, schedules, tasks
 from kron.gateway.runs import CursorCodec
 from kron.gateway.settings import GatewaySettings, get_settings
 from kron.gateway.state import GatewayState
@@ -100,6 +100,7 @@ def create_app(
     app.include_router(health.router)
     app.include_router(auth.router)
     app.include_router(tasks.router)
+    app.include_router(schedules.router)
     return app
 
 

@@ -47,7 +47,7 @@ async def test_operation_ids_are_stable(app: FastAPI) -> None:
     }
     assert operations == {
         "livez", "readyz", "metrics", "issue_token", "dispatch_task", "list_tasks", "get_task",
-        "stream_task_events", "cancel_task", "approve_task", "deny_task",
+        "stream_task_events", "cancel_task", "approve_task", "deny_task", "resolve_unknown_outcome",
     }
 
 

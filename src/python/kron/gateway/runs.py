@@ -286,6 +286,7 @@ async def read_task(
     if progress is not None:
         detail.turns, detail.steps, detail.usage = progress.turns, progress.steps, progress.usage
         detail.pending_approval = progress.pending_approval
+        detail.pending_unknown = progress.pending_unknown
 
     result: AgentRunResult | None = None
     if state is ExecutionState.COMPLETED:

@@ -8,7 +8,15 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, StringConstraints
 
-from kron.contracts.models import PendingApproval, RunError, RunStatus, StepRecord, Usage
+from kron.contracts.models import (
+    PendingApproval,
+    PendingUnknownOutcome,
+    RunError,
+    RunStatus,
+    StepRecord,
+    UnknownOutcomeAction,
+    Usage,
+)
 from kron.gateway.tokens import USER_ID_PATTERN
 
 ToolkitSlug = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")]
@@ -105,6 +113,11 @@ class TaskDetail(TaskSummary):
     pending_approval: PendingApproval | None = Field(
         default=None, description="Tool calls waiting for approve/deny (status `waiting`)."
     )
+    pending_unknown: list[PendingUnknownOutcome] = Field(
+        default_factory=list,
+        description="Unsafe tool calls whose outcome is unknown after a crash, waiting for "
+        "`POST /tasks/{id}/resolve` (status `waiting`).",
+    )
 
 
 class CancelAccepted(BaseModel):
@@ -123,6 +136,22 @@ class ApprovalAccepted(BaseModel):
     task_id: str
     approved: bool
     calls: list[str] = Field(description="Slugs of the tool calls the decision applies to.")
+
+
+class ResolveRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    action: UnknownOutcomeAction = Field(
+        description="retry: run the call again (you checked it did not happen); skip: do not, "
+        "and tell the model its outcome is unknown; abort: end the run."
+    )
+    reason: str | None = Field(default=None, max_length=2000)
+
+
+class ResolveAccepted(BaseModel):
+    task_id: str
+    action: UnknownOutcomeAction
+    keys: list[str] = Field(description="Idempotency keys of the calls the decision applies to.")
 
 
 class HealthStatus(BaseModel):

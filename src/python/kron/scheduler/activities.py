@@ -7,7 +7,6 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from google.protobuf.timestamp_pb2 import Timestamp
 from pydantic import BaseModel, Field
 from temporalio import activity
 from temporalio.api.workflowservice.v1 import ListScheduleMatchingTimesRequest
@@ -37,8 +36,12 @@ TOOLKIT_REJECTED = "toolkit_rejected"
 # How far back an observation looks for the times of skipped fires.
 MAX_OBSERVATION_WINDOW = timedelta(days=1)
 MAX_CANDIDATE_TIMES = 200
-# Times within this of a started action's are that action, not a skip.
-SAME_FIRE_TOLERANCE = timedelta(seconds=1)
+# Temporal counts a skip a moment after its nominal time: an observation looks back this much
+# before the previous one, so a skip counted late still finds its time.
+OBSERVATION_OVERLAP = timedelta(seconds=10)
+# A time within this of a started or recorded fire's is that fire (intervals are >= 1 s apart).
+SAME_FIRE_TOLERANCE = timedelta(milliseconds=500)
+MATCHING_TIMES_PAGE = 1000  # the server returns at most this many times per call
 
 
 class PreflightInput(BaseModel):
@@ -64,6 +67,8 @@ class ObserveInput(BaseModel):
     schedule_id: str
     skips_seen: int | None
     since: datetime | None
+    # Nominal times the ledger already has records for (runs and skips): not candidates.
+    known_times: list[datetime] = Field(default_factory=list)
 
 
 class ObserveResult(BaseModel):
@@ -168,23 +173,28 @@ class SchedulerActivities:
         if new == 0:
             return ObserveResult(exists=True, skipped_total=total, observed_at=now)
         self._metrics.skips.inc(new)
-        since = max(input.since or description.info.created_at, now - MAX_OBSERVATION_WINDOW)
-        started = [a.scheduled_at for a in description.info.recent_actions]
+        since = input.since - OBSERVATION_OVERLAP if input.since else description.info.created_at
+        since = max(since, now - MAX_OBSERVATION_WINDOW)
+        taken = [a.scheduled_at for a in description.info.recent_actions] + list(input.known_times)
         candidates = [
             t for t in await self._matching_times(input.schedule_id, since, now)
-            if since < t <= now and all(abs(t - s) > SAME_FIRE_TOLERANCE for s in started)
+            if since < t <= now and all(abs(t - s) > SAME_FIRE_TOLERANCE for s in taken)
         ]
         return ObserveResult(
             exists=True, skipped_total=total, candidate_times=candidates[-MAX_CANDIDATE_TIMES:], observed_at=now
         )
 
     async def _matching_times(self, schedule: str, start: datetime, end: datetime) -> list[datetime]:
-        start_ts, end_ts = Timestamp(), Timestamp()
-        start_ts.FromDatetime(start)
-        end_ts.FromDatetime(end)
-        response = await self._client.workflow_service.list_schedule_matching_times(
-            ListScheduleMatchingTimesRequest(
-                namespace=self._client.namespace, schedule_id=schedule, start_time=start_ts, end_time=end_ts
-            )
-        )
-        return [t.ToDatetime(tzinfo=UTC) for t in response.start_time]
+        """The spec's times in [start, end], oldest first (the server pages from the start)."""
+        times: list[datetime] = []
+        for _ in range(20):
+            request = ListScheduleMatchingTimesRequest(namespace=self._client.namespace, schedule_id=schedule)
+            request.start_time.FromDatetime(start)
+            request.end_time.FromDatetime(end)
+            response = await self._client.workflow_service.list_schedule_matching_times(request)
+            page = [t.ToDatetime(tzinfo=UTC) for t in response.start_time]
+            times.extend(t for t in page if not times or t > times[-1])
+            if len(page) < MATCHING_TIMES_PAGE:
+                break
+            start = page[-1]
+        return times

@@ -12,6 +12,7 @@ Needs RBAC: get/list/watch on scheduledruns and patch on scheduledruns/status.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -38,6 +39,9 @@ log = get_logger(__name__)
 MERGE_PATCH = "application/merge-patch+json"
 # Requests other than the watch itself: a stuck API server must not stall the sync forever.
 REQUEST_TIMEOUT_SECONDS = 30
+# One watch request lasts at most this long (a blocked thread cannot be cancelled: this bounds how
+# long shutting down waits for it); `wait_for_change` chains them up to its timeout.
+WATCH_SLICE_SECONDS = 5
 
 
 class KubernetesSource:
@@ -69,7 +73,11 @@ class KubernetesSource:
         return await asyncio.to_thread(self._load)
 
     async def wait_for_change(self, timeout: float) -> bool:
-        return await asyncio.to_thread(self._watch_once, timeout)
+        deadline = time.monotonic() + timeout
+        while (remaining := deadline - time.monotonic()) > 0:
+            if await asyncio.to_thread(self._watch_once, min(remaining, WATCH_SLICE_SECONDS)):
+                return True
+        return False
 
     async def report_status(self, declared: DeclaredSchedule, status: dict[str, Any]) -> None:
         await asyncio.to_thread(self._patch_status, declared, status)

@@ -41,7 +41,6 @@ STATUS_KEYS = (
     "conditions",
 )
 _CAMEL_BOUNDARY = re.compile(r"(?<!^)(?=[A-Z])")
-_NESTED_SPEC_KEYS = ("timing", "run")
 
 
 @dataclass(frozen=True)
@@ -71,7 +70,11 @@ class DeclaredSchedule:
 
 
 def snake_keys(mapping: Mapping[str, Any]) -> dict[str, Any]:
-    return {_CAMEL_BOUNDARY.sub("_", key).lower(): value for key, value in mapping.items()}
+    """camelCase keys to snake_case, all the way down (the spec has no free-form maps)."""
+    return {
+        _CAMEL_BOUNDARY.sub("_", key).lower(): snake_keys(value) if isinstance(value, Mapping) else value
+        for key, value in mapping.items()
+    }
 
 
 def expand_documents(documents: Iterable[Any]) -> list[Mapping[str, Any]]:
@@ -114,9 +117,6 @@ def declared_from_resource(resource: Mapping[str, Any]) -> DeclaredSchedule:
         declared.error = "spec.user: required (the user the runs act for)"
     else:
         fields = snake_keys({k: v for k, v in spec.items() if k != "user"})
-        for key in _NESTED_SPEC_KEYS:
-            if isinstance(fields.get(key), Mapping):
-                fields[key] = snake_keys(fields[key])
         try:
             declared.definition = ScheduleDefinition.model_validate({**fields, "name": name})
         except ValidationError as error:

@@ -73,8 +73,9 @@ RECORD_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interv
 OBSERVE_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30), maximum_attempts=5
 )
-# A ledger continues as new after this many events it handled (fires, observations).
-EVENTS_PER_LEDGER_RUN = 500
+# A ledger continues as new after this many fire records and observations (each costs a handful of
+# history events), keeping its history well under Temporal's limits however long a run polls.
+EVENTS_PER_LEDGER_RUN = 200
 
 
 @workflow.defn(name=SCHEDULED_FIRE_WORKFLOW)
@@ -93,6 +94,7 @@ class ScheduledFireWorkflow:
         scheduled_at = info.typed_search_attributes.get(SCHEDULED_START_TIME)
         record = self._record = FireRecord(
             fire_id=info.workflow_id,
+            fire_run_id=info.run_id,
             trigger=input.trigger,
             scheduled_at=scheduled_at or info.start_time,
             fired_at=info.start_time,
@@ -273,6 +275,7 @@ class ScheduleLedgerWorkflow:
                     schedule_id=input.schedule_id,
                     skips_seen=self._state.skips_seen,
                     since=self._state.observed_until,
+                    known_times=[r.scheduled_at for r in self._state.records if r.scheduled_at is not None],
                 ),
                 start_to_close_timeout=timedelta(seconds=30),
                 retry_policy=OBSERVE_RETRY,
@@ -318,7 +321,7 @@ class ScheduleLedgerWorkflow:
     def _upsert(self, record: FireRecord) -> None:
         records = self._state.records
         for index, existing in enumerate(records):
-            if existing.fire_id == record.fire_id:
+            if (existing.fire_id, existing.fire_run_id) == (record.fire_id, record.fire_run_id):
                 if existing.outcome is not None and record.outcome is None:
                     return  # a late copy of an earlier stage
                 records[index] = record

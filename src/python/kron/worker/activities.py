@@ -22,6 +22,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from kron.agent_core.ports import LLM, ToolProvider
+from kron.agent_core.tool_safety import ToolSafetyPolicy
 from kron.agent_core.types import (
     ModelCallError,
     ModelRequest,
@@ -31,13 +32,15 @@ from kron.agent_core.types import (
     ToolTransportError,
 )
 from kron.common.logging import get_logger
-from kron.contracts.models import AgentRunResult
+from kron.contracts.models import AgentRunResult, ToolSafety
 from kron.worker import metrics
 
 log = get_logger(__name__)
 
-# Errors the workflow must not retry; `type` carries the code into the run's error.
+# ApplicationError types the workflow reads. A transport failure is "not executed" only when the
+# request certainly never reached the tool; an unsafe call may then be retried blindly.
 TOOL_TRANSPORT_ERROR = "tool_transport_error"
+TOOL_NOT_EXECUTED = "tool_not_executed"
 WEBHOOK_SIGNATURE_HEADER = "X-Kron-Signature"
 
 
@@ -55,6 +58,10 @@ class ToolCallInput(BaseModel):
     call: ToolCall
     # Stable across retries and crashes: "<workflow id>/<turn>/<tool_use id>".
     idempotency_key: str
+
+
+class ClassifyToolsInput(BaseModel):
+    names: list[str]
 
 
 class NotifyInput(BaseModel):
@@ -88,12 +95,14 @@ class AgentActivities:
         tools: ToolProvider,
         *,
         default_model: str,
+        safety_policy: ToolSafetyPolicy | None = None,
         webhook_secret: bytes | None = None,
         heartbeat_interval_seconds: float = 1.0,
     ) -> None:
         self._llm = llm
         self._tools = tools
         self._default_model = default_model
+        self._safety = safety_policy or ToolSafetyPolicy()
         self._webhook_secret = webhook_secret
         self._heartbeat_interval = heartbeat_interval_seconds
         self._http = httpx.AsyncClient(timeout=httpx.Timeout(5.0))
@@ -148,13 +157,19 @@ class AgentActivities:
                 result = await asyncio.to_thread(self._tools.execute, input.user_id, input.call)
         except ToolTransportError as exc:
             metrics.TOOL_CALLS.labels(outcome="transport_error").inc()
-            raise ApplicationError(str(exc), type=TOOL_TRANSPORT_ERROR) from None
+            kind = TOOL_TRANSPORT_ERROR if exc.maybe_executed else TOOL_NOT_EXECUTED
+            raise ApplicationError(str(exc), type=kind) from None
         finally:
             metrics.STEP_DURATION.labels(kind="tool").observe(time.monotonic() - started)
         metrics.TOOL_CALLS.labels(outcome="error" if result.is_error else "ok").inc()
         log.info("tool call done", tool=input.call.name, is_error=result.is_error,
                  duration_seconds=round(result.duration_seconds, 4))
         return result
+
+    @activity.defn(name="classify_tools")
+    async def classify_tools(self, input: ClassifyToolsInput) -> dict[str, ToolSafety]:
+        """This deployment's safety class of each tool (run as a local activity: recorded once)."""
+        return {name: self._safety.classify(name) for name in input.names}
 
     @activity.defn(name="notify_run_finished")
     async def notify_run_finished(self, input: NotifyInput) -> None:
@@ -182,4 +197,10 @@ class AgentActivities:
         await self._http.aclose()
 
     def all(self) -> list[Any]:
-        return [self.call_model, self.list_tools, self.execute_tool, self.notify_run_finished]
+        return [
+            self.call_model,
+            self.list_tools,
+            self.execute_tool,
+            self.classify_tools,
+            self.notify_run_finished,
+        ]

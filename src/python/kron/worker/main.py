@@ -19,6 +19,7 @@ from temporalio.worker import Worker
 from kron.agent_core.demo import DemoLLM, DemoTools
 from kron.agent_core.ports import LLM, ToolProvider
 from kron.agent_core.settings import AgentSettings
+from kron.agent_core.tool_safety import ToolSafetyPolicy
 from kron.common.logging import configure_logging, get_logger
 from kron.common.metrics import serve_metrics
 from kron.worker.activities import AgentActivities
@@ -72,11 +73,17 @@ def build_worker(
 
 
 async def run_worker(settings: WorkerSettings, agent: AgentSettings) -> None:
+    # Signals first: a SIGTERM during start-up (e.g. a scale-in) must stop us, not be ignored.
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
     llm, tools = build_ports(settings, agent)
     activities = AgentActivities(
         llm,
         tools,
         default_model=agent.kron_model,
+        safety_policy=ToolSafetyPolicy(settings.tool_safety),
         webhook_secret=(
             settings.webhook_secret.get_secret_value().encode() if settings.webhook_secret else None
         ),
@@ -88,12 +95,6 @@ async def run_worker(settings: WorkerSettings, agent: AgentSettings) -> None:
     )
     metrics_port = serve_metrics(settings.metrics_port, settings.metrics_host)
     worker = build_worker(client, settings, activities)
-
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-
     log.info("worker started", task_queue=settings.task_queue, temporal=settings.temporal_address,
              metrics_port=metrics_port, demo_mode=settings.demo_mode, pid=os.getpid())
     # Tests and supervisors wait for this line on stdout before they count the worker as ready.

@@ -5,6 +5,7 @@ from __future__ import annotations
 from prometheus_client import Counter, Histogram
 
 from kron.common.metrics import LATENCY_BUCKETS_SECONDS
+from kron.contracts.models import RunStatus
 
 RUNS = Counter("kron_runs_total", "Agent runs finished, by final status.", ["status"])
 MODEL_CALLS = Counter(
@@ -23,3 +24,17 @@ STEP_DURATION = Histogram(
     buckets=LATENCY_BUCKETS_SECONDS,
 )
 WEBHOOKS = Counter("kron_webhooks_total", "Completion webhooks sent, by outcome.", ["outcome"])
+
+# Series exist (at 0) from the start, so dashboards and alerts see "none yet" rather than "no data".
+for _status in RunStatus:
+    if _status.is_terminal:
+        RUNS.labels(status=_status.value)
+MODEL_CALLS.labels(outcome="ok")
+for _direction in ("input", "output"):
+    MODEL_TOKENS.labels(direction=_direction)
+for _outcome in ("ok", "error", "transport_error"):
+    TOOL_CALLS.labels(outcome=_outcome)
+for _kind in ("model", "tool"):
+    STEP_DURATION.labels(kind=_kind)
+for _outcome in ("ok", "error"):
+    WEBHOOKS.labels(outcome=_outcome)

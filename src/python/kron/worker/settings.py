@@ -7,6 +7,7 @@ from functools import lru_cache
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from kron.contracts.models import ToolSafety
 from kron.contracts.names import AGENT_TASK_QUEUE
 
 
@@ -28,6 +29,8 @@ class WorkerSettings(BaseSettings):
     sticky_queue_timeout_seconds: float = Field(default=2.0, gt=0)
     # Signs webhook bodies (HMAC-SHA256). Without it, webhooks are sent unsigned.
     webhook_secret: SecretStr | None = None
+    # Tool safety overrides by tool slug or toolkit, JSON: {"github": "read_only", "X_Y": "unsafe"}.
+    tool_safety: dict[str, ToolSafety] = Field(default_factory=dict)
     # Use the offline demo model and tools instead of Anthropic and Composio (local stack, demos).
     demo_mode: bool = False
 

@@ -8,6 +8,7 @@ again. The workflow itself stays pure (no I/O, clock or randomness); `AgentLoop`
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from datetime import timedelta
 
 from temporalio import workflow
@@ -32,14 +33,20 @@ with workflow.unsafe.imports_passed_through():
         ApprovalPolicy,
         PendingApproval,
         PendingToolCall,
+        PendingUnknownOutcome,
         RunError,
         RunProgress,
         RunStatus,
+        ToolSafety,
+        UnknownOutcomeAction,
+        UnknownOutcomeDecision,
         Usage,
     )
     from kron.worker.activities import (
+        TOOL_NOT_EXECUTED,
         TOOL_TRANSPORT_ERROR,
         AgentActivities,
+        ClassifyToolsInput,
         ListToolsInput,
         ModelCallInput,
         NotifyInput,
@@ -68,11 +75,26 @@ TOOL_RETRY = RetryPolicy(
     maximum_interval=timedelta(seconds=30),
     maximum_attempts=3,
 )
+# An unsafe tool call (it may act twice) gets ONE attempt: a crash or a failure after the request may
+# have reached the tool leaves its outcome unknown, and a human decides. The workflow itself retries
+# it only when the request provably never got there (TOOL_NOT_EXECUTED).
+UNSAFE_TOOL_RETRY = RetryPolicy(maximum_attempts=1)
+NOT_EXECUTED_ATTEMPTS = 3
 NOTIFY_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=3)
+# Histories recorded before tool safety existed replay through the old path (see _execute_tool).
+TOOL_SAFETY_PATCH = "tool-safety-v1"
+# Tool input properties through which a tool accepts a caller's idempotency key.
+IDEMPOTENCY_KEY_FIELDS = ("idempotency_key", "idempotencyKey", "client_request_id", "request_id")
 
 # Continue-as-new every this many model turns (or sooner when Temporal suggests it), so histories
 # stay small and replays after a crash stay fast however long a run goes.
 TURNS_PER_HISTORY = 50
+
+
+class _RunAborted(Exception):
+    def __init__(self, error: RunError) -> None:
+        super().__init__(error.message)
+        self.error = error
 
 
 @workflow.defn(name=names.AGENT_WORKFLOW)
@@ -82,8 +104,13 @@ class AgentWorkflow:
         self._status = RunStatus.QUEUED
         self._result: AgentRunResult | None = None
         self._cancel_requested = False
+        # Decisions are keyed by what they decide (turn, call key) and kept until claimed: a signal
+        # may be applied before or after the failure it decides, depending on how the workflow task
+        # that carries both is replayed.
         self._pending_approval: PendingApproval | None = None
-        self._decision: ApprovalDecision | None = None
+        self._approvals: dict[int, ApprovalDecision] = {}
+        self._pending_unknown: list[PendingUnknownOutcome] = []
+        self._unknown_decisions: dict[str, UnknownOutcomeDecision] = {}
 
     @workflow.run
     async def run(self, input: AgentRunInput) -> AgentRunResult:
@@ -117,14 +144,18 @@ class AgentWorkflow:
                     refusals = await self._approve(input.approval, loop.state.turns, step.calls)
                     if refusals is None:
                         continue  # cancelled while waiting: the loop finishes the run
-                    results = await asyncio.gather(
-                        *(
-                            self._refused(c, refusals[c.id])
-                            if c.id in refusals
-                            else self._execute_tool(input.user_id, loop.state.turns, c)
-                            for c in step.calls
+                    try:
+                        results = await asyncio.gather(
+                            *(
+                                self._refused(c, refusals[c.id])
+                                if c.id in refusals
+                                else self._execute_tool(input, loop.state.turns, c)
+                                for c in step.calls
+                            )
                         )
-                    )
+                    except _RunAborted as aborted:
+                        result = loop.fail(aborted.error)
+                        break
                     loop.record_tool_results(list(results))
                 if loop.finished is None and (
                     loop.state.turns - turns_at_start >= TURNS_PER_HISTORY
@@ -150,9 +181,21 @@ class AgentWorkflow:
 
     @workflow.signal(name=names.SIGNAL_APPROVE)
     def approve(self, decision: ApprovalDecision) -> None:
-        """A human's decision on the tool calls waiting for approval (ignored if none wait)."""
-        if self._pending_approval is not None:
-            self._decision = decision
+        """A human's decision on the tool calls waiting for approval at `decision.turn`."""
+        turn = decision.turn if decision.turn is not None else (
+            self._pending_approval.turn if self._pending_approval is not None else None
+        )
+        if turn is not None:
+            self._approvals[turn] = decision
+
+    @workflow.signal(name=names.SIGNAL_RESOLVE_UNKNOWN)
+    def resolve_unknown(self, decision: UnknownOutcomeDecision) -> None:
+        """A human's decision on tool calls whose outcome is unknown (by key, or all waiting now)."""
+        keys = decision.keys if decision.keys is not None else [
+            p.idempotency_key for p in self._pending_unknown
+        ]
+        for key in keys:
+            self._unknown_decisions[key] = decision
 
     @workflow.query(name=names.QUERY_STATUS)
     def status(self) -> RunStatus:
@@ -164,6 +207,7 @@ class AgentWorkflow:
             return RunProgress(status=self._status, turns=0, steps=[], usage=Usage())
         progress = self._loop.progress(self._status)
         progress.pending_approval = self._pending_approval
+        progress.pending_unknown = list(self._pending_unknown)
         return progress
 
     @workflow.query(name=names.QUERY_USAGE)
@@ -209,28 +253,123 @@ class AgentWorkflow:
                 )
             return RunError(code="model_error", message=str(cause or exc))
 
-    async def _execute_tool(self, user_id: str, turn: int, call: ToolCall) -> ToolResult:
-        info = workflow.info()
+    async def _execute_tool(self, input: AgentRunInput, turn: int, call: ToolCall) -> ToolResult:
+        key = f"{workflow.info().workflow_id}/{turn}/{call.id}"
+        activity_input = ToolCallInput(
+            user_id=input.user_id, call=self._with_stable_key(call, key), idempotency_key=key
+        )
+        if not workflow.patched(TOOL_SAFETY_PATCH) or (
+            await self._safety_of(call.name) != ToolSafety.UNSAFE
+        ):
+            # Read-only and idempotent calls are simply retried, after a crash too.
+            return await self._run_tool_activity(activity_input, TOOL_RETRY)
+        not_executed = 0
+        while True:
+            try:
+                return await self._run_tool_activity(activity_input, UNSAFE_TOOL_RETRY)
+            except ActivityError as exc:
+                cause = exc.cause
+                if isinstance(cause, ApplicationError) and cause.type == TOOL_NOT_EXECUTED:
+                    not_executed += 1
+                    if not_executed < NOT_EXECUTED_ATTEMPTS:
+                        await workflow.sleep(timedelta(seconds=not_executed))
+                        continue
+                    return _failed_tool_result(call, cause)
+            # The call may have acted (worker died mid-call, or the request got through and the
+            # answer was lost): never re-run it blindly.
+            decision = await self._resolve_unknown(input, call, key)
+            if decision.action == UnknownOutcomeAction.RETRY:
+                continue
+            if decision.action == UnknownOutcomeAction.ABORT:
+                raise _RunAborted(
+                    RunError(
+                        code="outcome_unknown",
+                        message=f"run aborted: the outcome of {call.name} ({key}) is unknown",
+                    )
+                )
+            return ToolResult(
+                tool_use_id=call.id,
+                content=(
+                    f"outcome unknown: {call.name} may or may not have taken effect "
+                    f"({decision.reason or 'skipped'}); check before repeating it"
+                ),
+                is_error=True,
+                outcome_unknown=True,
+            )
+
+    async def _run_tool_activity(self, input: ToolCallInput, retry: RetryPolicy) -> ToolResult:
+        """Run the tool activity. A failed call becomes an error result the model sees (the other
+        calls stand), except under UNSAFE_TOOL_RETRY, where the caller decides."""
         try:
             return await workflow.execute_activity_method(
                 AgentActivities.execute_tool,
-                ToolCallInput(
-                    user_id=user_id,
-                    call=call,
-                    idempotency_key=f"{info.workflow_id}/{turn}/{call.id}",
-                ),
+                input,
                 start_to_close_timeout=TOOL_CALL_TIMEOUT,
                 heartbeat_timeout=HEARTBEAT_TIMEOUT,
-                retry_policy=TOOL_RETRY,
+                retry_policy=retry,
             )
         except ActivityError as exc:
-            # This call failed for good: the model hears about it; the other calls stand.
-            cause = exc.cause
-            if isinstance(cause, CancelledError):
+            if isinstance(exc.cause, CancelledError):
                 raise asyncio.CancelledError() from exc
-            reason = cause.message if isinstance(cause, ApplicationError) else str(cause or exc)
-            kind = "unreachable" if getattr(cause, "type", None) == TOOL_TRANSPORT_ERROR else "failed"
-            return ToolResult(tool_use_id=call.id, content=f"tool {kind}: {reason}", is_error=True)
+            if retry is UNSAFE_TOOL_RETRY:
+                raise
+            return _failed_tool_result(input.call, exc.cause or exc)
+
+    async def _safety_of(self, tool_name: str) -> ToolSafety:
+        assert self._loop is not None
+        known = self._loop.state.tool_safety
+        if tool_name not in known:
+            known.update(
+                await workflow.execute_local_activity_method(
+                    AgentActivities.classify_tools,
+                    ClassifyToolsInput(names=[tool_name]),
+                    start_to_close_timeout=timedelta(seconds=10),
+                )
+            )
+        return known.get(tool_name, ToolSafety.UNSAFE)
+
+    def _with_stable_key(self, call: ToolCall, key: str) -> ToolCall:
+        """Pass the call's stable key to a tool whose input accepts one (unless the model set it)."""
+        assert self._loop is not None
+        schema = next(
+            (t.get("input_schema") for t in self._loop.state.tools if t.get("name") == call.name), None
+        )
+        properties = schema.get("properties", {}) if isinstance(schema, dict) else {}
+        field = next((f for f in IDEMPOTENCY_KEY_FIELDS if f in properties), None)
+        if field is None or field in call.input:
+            return call
+        return call.model_copy(update={"input": {**call.input, field: key}})
+
+    async def _resolve_unknown(
+        self, input: AgentRunInput, call: ToolCall, key: str
+    ) -> UnknownOutcomeDecision:
+        """Wait for a human's retry/skip/abort on a call whose outcome is unknown; skip on timeout."""
+        pending = PendingUnknownOutcome(
+            call=PendingToolCall(id=call.id, name=call.name, input=call.input),
+            idempotency_key=key,
+            timeout_seconds=input.unknown_outcome_timeout_seconds,
+        )
+        self._pending_unknown.append(pending)
+        self._status = RunStatus.WAITING
+        workflow.logger.warning("tool call outcome unknown; waiting for a decision")
+        try:
+            await _wait_with_timeout(
+                lambda: key in self._unknown_decisions or self._cancel_requested,
+                input.unknown_outcome_timeout_seconds,
+            )
+            decision = self._unknown_decisions.pop(key, None) or UnknownOutcomeDecision(
+                action=UnknownOutcomeAction.SKIP, reason="the run was cancelled"
+            )
+        except TimeoutError:
+            decision = UnknownOutcomeDecision(
+                action=UnknownOutcomeAction.SKIP,
+                reason=f"no decision within {input.unknown_outcome_timeout_seconds} s",
+            )
+        finally:
+            self._pending_unknown.remove(pending)
+            if not self._pending_unknown and self._status == RunStatus.WAITING:
+                self._status = RunStatus.RUNNING
+        return decision
 
     async def _approve(
         self, policy: ApprovalPolicy | None, turn: int, calls: list[ToolCall]
@@ -245,14 +384,12 @@ class AgentWorkflow:
             calls=[PendingToolCall(id=c.id, name=c.name, input=c.input) for c in gated],
             timeout_seconds=policy.timeout_seconds,
         )
-        self._decision = None
         self._status = RunStatus.WAITING
         try:
-            await workflow.wait_condition(
-                lambda: self._decision is not None or self._cancel_requested,
-                timeout=timedelta(seconds=policy.timeout_seconds),
+            await _wait_with_timeout(
+                lambda: turn in self._approvals or self._cancel_requested, policy.timeout_seconds
             )
-            decision = self._decision
+            decision = self._approvals.pop(turn, None)
         except TimeoutError:
             decision = ApprovalDecision(
                 approved=False, reason=f"no decision within {policy.timeout_seconds} s"
@@ -287,3 +424,23 @@ class AgentWorkflow:
             )
         except ActivityError:
             workflow.logger.warning("completion webhook failed; the run's result is unaffected")
+
+
+async def _wait_with_timeout(condition: Callable[[], bool], timeout_seconds: int) -> None:
+    """`wait_condition` with a timeout, starting no timer when the condition already holds.
+
+    A decision can arrive in the same workflow task as the failure it decides (e.g. after a worker
+    crash both wait in one task); a timer started and cancelled within one task does not replay.
+    """
+    if not condition():
+        await workflow.wait_condition(condition, timeout=timedelta(seconds=timeout_seconds))
+
+
+def _failed_tool_result(call: ToolCall, cause: BaseException) -> ToolResult:
+    reason = cause.message if isinstance(cause, ApplicationError) else str(cause)
+    kind = (
+        "unreachable"
+        if getattr(cause, "type", None) in (TOOL_TRANSPORT_ERROR, TOOL_NOT_EXECUTED)
+        else "failed"
+    )
+    return ToolResult(tool_use_id=call.id, content=f"tool {kind}: {reason}", is_error=True)

@@ -19,7 +19,13 @@ from temporalio.service import RPCError
 
 from kron.common.logging import get_logger
 from kron.contracts import names
-from kron.contracts.models import AgentRunInput, ApprovalDecision, ApprovalPolicy, RunProgress
+from kron.contracts.models import (
+    AgentRunInput,
+    ApprovalDecision,
+    ApprovalPolicy,
+    RunProgress,
+    UnknownOutcomeDecision,
+)
 from kron.gateway import runs
 from kron.gateway.deps import CurrentUser, RequestId, State, TemporalClient
 from kron.gateway.errors import ApiError, ToolkitNotConnectedBody, error_responses, validation_error
@@ -32,6 +38,8 @@ from kron.gateway.schemas import (
     DispatchAccepted,
     DispatchRequest,
     ExecutionState,
+    ResolveAccepted,
+    ResolveRequest,
     TaskDetail,
     TaskPage,
 )
@@ -397,7 +405,11 @@ async def _decide(
         raise ApiError(503, "run_unavailable", "No worker answered for this task; try again")
     if progress.pending_approval is None:
         raise ApiError(409, "nothing_to_approve", "The task is not waiting for an approval")
-    decision = ApprovalDecision(approved=approved, reason=body.reason if body else None)
+    decision = ApprovalDecision(
+        approved=approved,
+        reason=body.reason if body else None,
+        turn=progress.pending_approval.turn,  # decides exactly what the user saw waiting
+    )
     await handle.signal(names.SIGNAL_APPROVE, decision, rpc_timeout=_rpc_timeout(settings))
     calls = [c.name for c in progress.pending_approval.calls]
     log.info("task approval decided", task_id=task_id, user_id=user, approved=approved, calls=calls)
@@ -409,7 +421,7 @@ async def _decide(
     status_code=202,
     operation_id="approve_task",
     response_model=ApprovalAccepted,
-    responses=error_responses(401, 404, 409, 422, 503),
+    responses=error_responses(400, 401, 404, 409, 413, 422, 503),
     summary="Let the tool calls this task is waiting on run",
 )
 async def approve_task(
@@ -424,7 +436,7 @@ async def approve_task(
     status_code=202,
     operation_id="deny_task",
     response_model=ApprovalAccepted,
-    responses=error_responses(401, 404, 409, 422, 503),
+    responses=error_responses(400, 401, 404, 409, 413, 422, 503),
     summary="Refuse the tool calls this task is waiting on (the model is told why)",
 )
 async def deny_task(
@@ -432,6 +444,36 @@ async def deny_task(
     body: ApprovalRequest | None = None,
 ) -> ApprovalAccepted:
     return await _decide(task_id, user, state, client, False, body)
+
+
+@router.post(
+    "/{task_id}/resolve",
+    status_code=202,
+    operation_id="resolve_unknown_outcome",
+    response_model=ResolveAccepted,
+    responses=error_responses(400, 401, 404, 409, 413, 422, 503),
+    summary="Decide what happens to tool calls whose outcome is unknown after a crash",
+)
+async def resolve_unknown_outcome(
+    task_id: TaskIdPath, user: CurrentUser, state: State, client: TemporalClient, body: ResolveRequest
+) -> ResolveAccepted:
+    """An unsafe tool call (one that may act twice) that was in flight when its worker died is never
+    re-run blindly: the run waits for this decision, for every such call waiting now."""
+    settings = state.settings
+    handle, description = await runs.describe_owned(client, task_id, user, _rpc_timeout(settings))
+    if runs.execution_state(description.status) is not ExecutionState.RUNNING:
+        raise ApiError(409, "task_finished", "The task has already finished")
+    progress = await runs.query(handle, names.QUERY_PROGRESS, RunProgress, _query_timeout(settings))
+    if progress is None:
+        raise ApiError(503, "run_unavailable", "No worker answered for this task; try again")
+    keys = [p.idempotency_key for p in progress.pending_unknown]
+    if not keys:
+        raise ApiError(409, "nothing_to_resolve", "No tool call of this task has an unknown outcome")
+    decision = UnknownOutcomeDecision(action=body.action, reason=body.reason, keys=keys)
+    await handle.signal(names.SIGNAL_RESOLVE_UNKNOWN, decision, rpc_timeout=_rpc_timeout(settings))
+    log.info("unknown tool outcome resolved", task_id=task_id, user_id=user, action=body.action.value,
+             calls=len(keys))
+    return ResolveAccepted(task_id=task_id, action=body.action, keys=keys)
 
 
 def _rpc_timeout(settings: GatewaySettings) -> timedelta:
