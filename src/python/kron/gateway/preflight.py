@@ -32,7 +32,10 @@ ConnectionsFactory = Callable[[], ToolkitConnections]
 
 
 def composio_connections_factory(settings: GatewaySettings) -> ConnectionsFactory | None:
-    """The real Composio adapter, or None when no key is configured (dev mode: checks skipped)."""
+    """The real Composio adapter, or None when no key is configured (dev mode: checks skipped).
+    In demo mode, the offline demo tools instead: only the `demo` toolkit is connected."""
+    if settings.demo_mode:
+        return DemoConnections
     if settings.composio_api_key is None:
         return None
     api_key = settings.composio_api_key.get_secret_value()
@@ -45,6 +48,28 @@ def composio_connections_factory(settings: GatewaySettings) -> ConnectionsFactor
         return ComposioToolProvider(api_key=api_key, base_url=base_url, timeout=5.0, max_retries=1)
 
     return build
+
+
+class DemoToolkitOnly(Exception):
+    """Demo mode has nothing to connect: any toolkit but `demo` is refused (422 toolkit_unavailable)."""
+
+    status_code = 404
+
+
+class DemoConnections:
+    """The preflight of the offline demo: `kron.agent_core.demo.DemoTools` answers (every user has
+    the `demo` toolkit, nothing else)."""
+
+    def __init__(self) -> None:
+        from kron.agent_core.demo import DemoTools
+
+        self._tools = DemoTools()
+
+    def is_connected(self, user_id: str, toolkit: str) -> bool:
+        return self._tools.is_connected(user_id, toolkit)
+
+    def connect_link(self, user_id: str, toolkit: str, callback_url: str | None = None) -> str:
+        raise DemoToolkitOnly(f"offline demo: only the demo toolkit exists, not {toolkit!r}")
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,14 @@ import threading
 import pytest
 
 from kron.gateway.metrics import GatewayMetrics
-from kron.gateway.preflight import Preflight, PreflightUnavailable, ToolkitConnections, ToolkitRejected
+from kron.gateway.preflight import (
+    Preflight,
+    PreflightUnavailable,
+    ToolkitConnections,
+    ToolkitRejected,
+    composio_connections_factory,
+)
+from kron.gateway.settings import GatewaySettings
 
 
 class RefusedError(Exception):
@@ -87,3 +94,14 @@ async def test_slow_composio_times_out() -> None:
             await preflight.first_unconnected("bob", ["github"])
     finally:
         connections.release.set()
+
+
+async def test_demo_mode_knows_only_the_demo_toolkit() -> None:
+    settings = GatewaySettings(dev_mode=True, demo_mode=True)
+    factory = composio_connections_factory(settings)
+    assert factory is not None
+    preflight = Preflight(factory, GatewayMetrics(), timeout_seconds=5.0, connect_callback_url=None)
+    assert await preflight.first_unconnected("bob", ["demo"]) is None
+    with pytest.raises(ToolkitRejected) as rejected:
+        await preflight.first_unconnected("bob", ["demo", "github"])
+    assert rejected.value.toolkit == "github"

@@ -24,6 +24,9 @@ class GatewaySettings(BaseSettings):
 
     # Dev mode: the placeholder JWT secret, /auth/token and running without Composio are allowed.
     dev_mode: bool = False
+    # Offline demo (`kron up` without keys): the preflight knows only the local `demo` toolkit
+    # (kron.agent_core.demo), like a worker with KRON_DEMO_MODE=true. No Composio key needed.
+    demo_mode: bool = False
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)  # 0: pick a free port (printed when ready)
     log_level: str = "INFO"
@@ -101,7 +104,7 @@ class GatewaySettings(BaseSettings):
             )
         if len(secret) < MIN_JWT_SECRET_CHARS:
             raise ValueError(f"KRON_JWT_SECRET must be at least {MIN_JWT_SECRET_CHARS} characters")
-        if self.composio_api_key is None:
+        if self.composio_api_key is None and not self.demo_mode:
             raise ValueError(
                 "COMPOSIO_API_KEY is not set: the gateway checks toolkit connections before it "
                 "starts a run (KRON_DEV_MODE=true skips the check)"

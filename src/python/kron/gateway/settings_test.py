@@ -54,3 +54,8 @@ def test_model_pattern_must_compile() -> None:
     with pytest.raises(ValidationError):
         GatewaySettings(dev_mode=True, allowed_model_pattern="claude-[")
     assert GatewaySettings(dev_mode=True).model_regex.fullmatch("claude-sonnet-4-5")
+
+
+def test_demo_mode_needs_no_composio_key() -> None:
+    settings = GatewaySettings(jwt_secret=SecretStr(REAL_SECRET), demo_mode=True)
+    assert settings.composio_api_key is None and not settings.token_endpoint_active

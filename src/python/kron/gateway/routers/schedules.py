@@ -157,7 +157,7 @@ Store = Annotated[ScheduleStore, Depends(get_schedule_store)]
     status_code=201,
     operation_id="create_schedule",
     response_model=ScheduleDetail,
-    responses={**error_responses(401, 422, 503), **_NOT_CONNECTED_RESPONSE},
+    responses={**error_responses(400, 401, 413, 422, 503), **_NOT_CONNECTED_RESPONSE},
     summary="Create a schedule",
 )
 async def create_schedule(
@@ -221,7 +221,7 @@ async def get_schedule(name: NamePath, user: CurrentUser, store: Store) -> Sched
     "/{name}",
     operation_id="update_schedule",
     response_model=ScheduleDetail,
-    responses={**error_responses(401, 404, 422, 503), **_NOT_CONNECTED_RESPONSE},
+    responses={**error_responses(400, 401, 404, 413, 422, 503), **_NOT_CONNECTED_RESPONSE},
     summary="Change a schedule (JSON merge patch: `timing` and `run` merge key by key)",
 )
 async def update_schedule(
