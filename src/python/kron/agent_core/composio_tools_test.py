@@ -196,8 +196,10 @@ def test_transient_failures_raise_transport_error(
 
     with pytest.raises(
         ToolTransportError, match=f"Composio answered {status} while executing GITHUB_CREATE_ISSUE"
-    ):
+    ) as raised:
         provider.execute("alice", call("GITHUB_CREATE_ISSUE", ISSUE_ARGS))
+    # Only a rate limit proves nothing ran; a 5xx may come after the tool acted.
+    assert raised.value.maybe_executed is (status != 429)
     assert fake.execution_count() == 0
     assert fake.requests.count(EXECUTE_ISSUE) == 1  # the SDK never retries an execution
 
@@ -210,8 +212,9 @@ def test_unreachable_composio_raises_transport_error(
     provider.list_tools("alice", ["github"])
     fake.stop()
 
-    with pytest.raises(ToolTransportError, match="Could not reach Composio while executing"):
+    with pytest.raises(ToolTransportError, match="Could not reach Composio while executing") as raised:
         provider.execute("alice", call("GITHUB_CREATE_ISSUE", ISSUE_ARGS))
+    assert raised.value.maybe_executed is False  # connection refused: the request never left
 
 
 def test_timeout_raises_transport_error_though_the_tool_may_have_run(fake: FakeComposio) -> None:
@@ -220,8 +223,9 @@ def test_timeout_raises_transport_error_though_the_tool_may_have_run(fake: FakeC
     provider.list_tools("alice", ["github"])
     fake.latency = 1.0
 
-    with pytest.raises(ToolTransportError, match="timed out"):
+    with pytest.raises(ToolTransportError, match="timed out") as raised:
         provider.execute("alice", call("GITHUB_CREATE_ISSUE", ISSUE_ARGS))
+    assert raised.value.maybe_executed is True
     assert fake.execution_count("GITHUB_CREATE_ISSUE") == 1
 
 
