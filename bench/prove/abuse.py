@@ -54,7 +54,6 @@ from kron.gateway.tokens import issue_token
 from kron_testing import fake_anthropic as replies
 from kron_testing.fake_anthropic import FakeAnthropic, Reply
 from kron_testing.fake_composio import FakeComposio
-from kron_testing.processes import KronProcess
 from kron_testing.temporal_server import TemporalDevServer
 from prove._common import (
     ANTHROPIC_KEY,
@@ -112,6 +111,7 @@ class AbuseReport:
     scanned: dict[str, int] = field(default_factory=dict)  # source -> characters scanned
     leaks: list[str] = field(default_factory=list)  # "<secret> in <source>"
     observations: list[str] = field(default_factory=list)
+    control_found: bool = False  # the search finds a planted secret
 
     def violations(self) -> list[str]:
         found = [f"{p.group}: {p.name}: expected {p.expected}, got {p.got}" for p in self.probes if not p.ok]
@@ -123,6 +123,8 @@ class AbuseReport:
         if self.worker_exit != 0:
             found.append(f"worker exit code on SIGTERM: {self.worker_exit}")
         found += [f"secret found: {leak}" for leak in self.leaks]
+        if not self.control_found:
+            found.append("the secret search missed a planted secret (positive control)")
         return found
 
     def rows(self) -> list[tuple[str, ...]]:
@@ -142,6 +144,8 @@ class AbuseReport:
         before, after = self.gateway_rss_mib
         rows.append(("gateway RSS before -> after (MiB)", f"{before:.0f} -> {after:.0f}", ""))
         rows.append(("gateway / worker exit code on SIGTERM", f"{self.gateway_exit} / {self.worker_exit}", "0 / 0"))
+        rows.append(("secret search finds a planted secret (control)", "yes" if self.control_found else "no",
+                     "yes"))
         for source, chars in self.scanned.items():
             found = [leak for leak in self.leaks if leak.endswith(f" in {source}")]
             rows.append((f"secrets in {source} ({chars:,} chars)", f"{len(found)} found", "0"))
@@ -223,6 +227,21 @@ class Api:
         got = str(status) + (f" ({problem})" if problem else "")
         self.report.probes.append(Probe(group, name, _describe(expected), got, ok and problem is None))
         return response
+
+
+async def raw_status(host: str, port: int, request: bytes, timeout: float = 10.0) -> int:
+    """Send raw bytes; the response's status code, or 0 if the server closed without one."""
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        writer.write(request)
+        await writer.drain()
+        line = await asyncio.wait_for(reader.readline(), timeout)
+        parts = line.split()
+        return int(parts[1]) if len(parts) >= 2 and parts[1].isdigit() else 0
+    except (TimeoutError, ConnectionError):
+        return 0
+    finally:
+        writer.close()
 
 
 def _describe(expected: set[int] | Callable[[int], bool]) -> str:
@@ -334,26 +353,11 @@ async def _run(
             json.dumps(headers) + body.decode(errors="replace") for headers, body in sink.deliveries
         ),
     }
-    secrets = {
-        "ANTHROPIC_API_KEY": ANTHROPIC_KEY,
-        "COMPOSIO_API_KEY": COMPOSIO_KEY,
-        "KRON_JWT_SECRET": JWT_SECRET,
-        "KRON_WEBHOOK_SECRET": WEBHOOK_SECRET,
-        **{f"bearer token of {u}": t for u, t in tokens.items()},
-        **{f"bearer token signature of {u}": t.rsplit(".", 1)[1] for u, t in tokens.items()},
-    }
-    for name in ("ANTHROPIC_API_KEY", "COMPOSIO_API_KEY", "KRON_JWT_SECRET", "KRON_WEBHOOK_SECRET"):
-        secrets[f"{name} (any 16 characters of its random part)"] = secrets[name]
-    for source, text in sources.items():
-        report.scanned[source] = len(text)
-        for name, secret in secrets.items():
-            if "any 16 characters" in name:
-                tail = secret[-32:]
-                pieces = {tail[i : i + 16] for i in range(0, len(tail) - 15)}
-                if any(piece in text for piece in pieces):
-                    report.leaks.append(f"{name} in {source}")
-            elif secret in text:
-                report.leaks.append(f"{name} in {source}")
+    secrets = secrets_of(tokens)
+    report.leaks = scan(sources, secrets)
+    report.scanned = {source: len(text) for source, text in sources.items()}
+    # Positive control: the same search finds a secret that is there.
+    report.control_found = bool(scan({"control": f"log line with {JWT_SECRET[-20:]} in it"}, secrets))
     return report
 
 
@@ -414,8 +418,14 @@ async def _bodies(api: Api, headers: dict[str, str], sink: WebhookSink) -> None:
         yield b'"}'
 
     await dispatch("200 KB chunked body (no Content-Length)", {413}, headers=json_headers, content=chunks())
-    await dispatch("Content-Length: 10^12", {413, 0},
-                   headers={**json_headers, "Content-Length": str(10**12)}, content=b"{}")
+    # A declared length no client library will send short of: on a raw socket.
+    declared = await raw_status(
+        api.http.base_url.host, api.http.base_url.port or 80,
+        b"POST /tasks/dispatch HTTP/1.1\r\nHost: gateway\r\nContent-Type: application/json\r\n"
+        + f"Authorization: {headers['Authorization']}\r\nContent-Length: {10**12}\r\n\r\n{{}}".encode(),
+    )
+    api.report.probes.append(Probe(group, "Content-Length: 10^12, 2 bytes sent", "413/closed",
+                                   str(declared), declared in (413, 0)))
     await dispatch("goal of 32,001 characters", {422}, headers=headers, json={"goal": "g" * 32_001})
     await dispatch("truncated JSON", {400, 422}, headers=json_headers, content=b'{"goal": "x"')
     await dispatch("JSON array", {422}, headers=headers, json=[{"goal": "x"}])
@@ -438,9 +448,19 @@ async def _bodies(api: Api, headers: dict[str, str], sink: WebhookSink) -> None:
                    json={"goal": "x", "callback_url": "file:///etc/passwd"})
     await dispatch("callback_url javascript:", {422}, headers=headers,
                    json={"goal": "x", "callback_url": "javascript:alert(1)"})
-    await dispatch("Idempotency-Key with control characters", {422},
+    await dispatch("Idempotency-Key with control characters", {400, 422},
                    headers={**headers, "Idempotency-Key": "key\x01\x02"}, json={"goal": "x"})
-    await dispatch("64 KB header", four_xx, headers={**headers, "X-Junk": "j" * 65_536}, json={"goal": "x"})
+    largest_accepted = 0
+    for size in (64, 1024, 8192):
+        response = await dispatch(f"{size} KiB header", not_5xx, json={"goal": "x"},
+                                  headers={**headers, "X-Junk": "j" * size * 1024})
+        if response is not None and response.status_code < 400:
+            largest_accepted = size
+    if largest_accepted:
+        api.report.observations.append(
+            f"a request with a {largest_accepted} KiB header was accepted (the body limit is "
+            "KRON_MAX_BODY_BYTES; header size is left to the HTTP server)"
+        )
     await api.probe(group, "PUT /tasks/dispatch", {405}, "PUT", "/tasks/dispatch", headers=headers, json={})
     await api.probe(group, "task id of 200 characters", {404, 422}, "GET", "/tasks/" + "a" * 200, headers=headers)
     await api.probe(group, "task id with encoded path traversal", {404, 422}, "GET",
@@ -497,7 +517,7 @@ async def _jwt_attacks(api: Api, mallory_token: str) -> None:
         await api.probe(group, name, {401}, "GET", "/tasks", headers={"Authorization": f"Bearer {token}"},
                         check=_echoes(token))
     await api.probe(group, "no Authorization header", {401}, "GET", "/tasks")
-    await api.probe(group, "empty bearer", {401}, "GET", "/tasks", headers={"Authorization": "Bearer "})
+    await api.probe(group, "bearer without a token", {401}, "GET", "/tasks", headers={"Authorization": "Bearer"})
     await api.probe(group, "Basic scheme", {401}, "GET", "/tasks",
                     headers={"Authorization": "Basic " + base64.b64encode(b"alice:alice").decode()})
     await api.probe(group, "valid token in the query string only", {401}, "GET", "/tasks",
@@ -649,6 +669,32 @@ def _fuzz(report: AbuseReport, base_url: str, token: str, examples: int) -> None
             report.fuzz_failures.append(f"{case.method} {case.path}: {text[0] if text else failure!r}")
 
     check()
+
+
+def secrets_of(tokens: dict[str, str]) -> dict[str, str]:
+    return {
+        "ANTHROPIC_API_KEY": ANTHROPIC_KEY,
+        "COMPOSIO_API_KEY": COMPOSIO_KEY,
+        "KRON_JWT_SECRET": JWT_SECRET,
+        "KRON_WEBHOOK_SECRET": WEBHOOK_SECRET,
+        **{f"bearer token of {u}": t for u, t in tokens.items()},
+        **{f"bearer token signature of {u}": t.rsplit(".", 1)[1] for u, t in tokens.items()},
+    }
+
+
+def scan(sources: dict[str, str], secrets: dict[str, str]) -> list[str]:
+    """`<secret> in <source>` for each secret found whole, or (keys and secrets) as any 16
+    consecutive characters of their random tail: a partly masked key is still a leak."""
+    leaks = []
+    for source, text in sources.items():
+        for name, secret in secrets.items():
+            pieces = {secret}
+            if not name.startswith("bearer"):
+                tail = secret[-32:]
+                pieces |= {tail[i : i + 16] for i in range(len(tail) - 15)}
+            if any(piece in text for piece in pieces):
+                leaks.append(f"{name} in {source}")
+    return leaks
 
 
 async def _histories(client: Client) -> list[str]:

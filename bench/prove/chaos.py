@@ -27,21 +27,33 @@ import asyncio
 import contextlib
 import functools
 import itertools
+import json
 import os
 import random
 import sys
+import tempfile
 import time
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 if __package__ in (None, ""):  # run as a file: make `prove` (bench/) and kron_testing importable
     _root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     sys.path[:0] = [os.path.join(_root, d) for d in ("bench", "tests", "src/python")]
 
-from temporalio.client import Client, WorkflowHandle, WorkflowQueryFailedError, WorkflowQueryRejectedError
+from temporalio.client import (
+    Client,
+    WorkflowHandle,
+    WorkflowHistory,
+    WorkflowQueryFailedError,
+    WorkflowQueryRejectedError,
+)
+from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError
+from temporalio.worker import Replayer
 
 from kron.contracts import names
 from kron.contracts.models import (
@@ -51,6 +63,7 @@ from kron.contracts.models import (
     UnknownOutcomeAction,
     UnknownOutcomeDecision,
 )
+from kron.worker.workflows import AgentWorkflow
 from kron_testing import fake_anthropic as replies
 from kron_testing.fake_anthropic import FakeAnthropic, Reply
 from kron_testing.fake_composio import FakeComposio
@@ -91,10 +104,10 @@ _QUERY_ERRORS = (RPCError, WorkflowQueryFailedError, WorkflowQueryRejectedError,
 @dataclass
 class ChaosConfig:
     runs: int = 100
-    turns: int = 4
+    turns: int = 5
     workers: int = 3
-    kills: int = 10
-    kill_every: tuple[float, float] = (3.0, 7.0)  # seconds between disruptions, uniform
+    kills: int = 12
+    kill_every: tuple[float, float] = (2.0, 5.0)  # seconds between disruptions, uniform
     restart_after_kills: int | None = None  # default: half the kills
     model_delay: tuple[float, float] = (0.2, 1.2)
     tool_latency: float = 0.25
@@ -129,6 +142,7 @@ class ChaosReport:
     unknown_in_progress: int = 0  # StepRecord.outcome_unknown in the runs' progress
     unknown_unsafe: int = 0  # of those, unsafe calls (read-only ones are simply retried)
     unknown_resolved: int = 0  # SKIP decisions this driver sent
+    unknown_by_cause: dict[str, int] = field(default_factory=dict)  # disruption kind -> calls
     kills: int = 0
     restarts: int = 0
     workers_started: int = 0
@@ -136,12 +150,16 @@ class ChaosReport:
     resume_seconds: list[float] = field(default_factory=list)
     unknown_surfaced_seconds: list[float] = field(default_factory=list)
     wall_seconds: float = 0.0
+    replayed: int = 0
+    replay_failures: int = 0
     details: list[str] = field(default_factory=list)
 
     def violations(self) -> list[str]:
         found = []
         if self.completed != self.config.runs:
             found.append(f"runs completed {self.completed}/{self.config.runs}: {self.statuses}")
+        if self.replay_failures or self.replayed != self.config.runs:
+            found.append(f"histories replayed {self.replayed - self.replay_failures}/{self.config.runs}")
         for name, value in (
             ("completed model calls re-issued", self.model_completed_repeated),
             ("completed tool calls repeated", self.tool_completed_repeated),
@@ -176,8 +194,12 @@ class ChaosReport:
             ("tool calls lost", str(self.tool_lost), "0"),
             ("unsafe calls -> outcome_unknown (progress)", f"{self.unknown_unsafe} ({self.unknown_in_progress})", ""),
             ("  resolved by the driver (SKIP)", str(self.unknown_resolved), "= unknown"),
+            ("  after a kill / after the restart",
+             f"{self.unknown_by_cause.get('kill', 0)} / {self.unknown_by_cause.get('restart', 0)}", ""),
             ("disruption -> step re-issued, p50 / max (s)", fmt_seconds(self.resume_seconds), ""),
             ("disruption -> run waits for a human, p50 / max (s)", fmt_seconds(self.unknown_surfaced_seconds), ""),
+            ("histories that replay deterministically", f"{self.replayed - self.replay_failures} / {c.runs}",
+             str(c.runs)),
             ("wall time (s)", f"{self.wall_seconds:.0f}", ""),
         ]
 
@@ -343,27 +365,37 @@ async def _account(
         zip(tags, await bounded(8, [functools.partial(step_times, client, handles[t].id) for t in tags]), strict=True)
     )
 
-    async def progress_of(tag: str) -> RunProgress | None:
-        try:
-            progress: RunProgress = await handles[tag].query(
-                names.QUERY_PROGRESS, result_type=RunProgress, rpc_timeout=timedelta(seconds=10)
-            )
-            return progress
-        except _QUERY_ERRORS:
-            return None
+    query_errors: dict[str, str] = {}
 
-    progresses = await bounded(8, [functools.partial(progress_of, t) for t in tags])
+    await _replay(report, {handles[t].id: histories[t].history_json for t in tags})
+
+    async def progress_of(tag: str) -> RunProgress | None:
+        for _ in range(3):  # a closed run is replayed on a worker to answer: give it time
+            try:
+                progress: RunProgress = await handles[tag].query(
+                    names.QUERY_PROGRESS, result_type=RunProgress, rpc_timeout=timedelta(seconds=15)
+                )
+                return progress
+            except _QUERY_ERRORS as error:
+                query_errors[tag] = f"{type(error).__name__}: {error}"[:300]
+                await asyncio.sleep(1.0)
+        return None
+
+    progresses = await bounded(4, [functools.partial(progress_of, t) for t in tags])
     report.unknown_in_progress = sum(
         1 for p in progresses if p is not None for s in p.steps if s.outcome_unknown
     )
     if any(p is None for p in progresses):
-        report.details.append(f"{sum(p is None for p in progresses)} progress queries failed")
+        failed = [t for t, p in zip(tags, progresses, strict=True) if p is None]
+        report.details.append(
+            f"{len(failed)} progress queries failed, e.g. {handles[failed[0]].id}: {query_errors.get(failed[0])}"
+        )
 
-    def disruption_between(start: float, end: float) -> float | None:
+    def disruption_between(start: float, end: float) -> Disruption | None:
         """The disruption that cut a step started at `start` short: the first one after it (steps
         take at most ~1.5 s here and disruptions are seconds apart)."""
-        inside = [d.at for d in disruptions if start < d.at < end]
-        return min(inside) if inside else None
+        inside = [d for d in disruptions if start < d.at < end]
+        return min(inside, key=lambda d: d.at) if inside else None
 
     # Model calls.
     by_turn = requests_by_run(llm)
@@ -380,7 +412,7 @@ async def _account(
             if hit is None:
                 report.model_reissued_unexplained += 1
             else:
-                report.resume_seconds.append(again.received_at - hit)
+                report.resume_seconds.append(again.received_at - hit.at)
 
     # Unsafe calls left waiting: from the disruption after their turn's model reply to the moment
     # the driver saw the run waiting (it looks every second).
@@ -388,7 +420,8 @@ async def _account(
         replied = [r.responded_at or r.received_at for r in ours.get((tag, turn), [])]
         hit = disruption_between(min(replied), seen) if replied else None
         if hit is not None:
-            report.unknown_surfaced_seconds.append(seen - hit)
+            report.unknown_surfaced_seconds.append(seen - hit.at)
+            report.unknown_by_cause[hit.kind] = report.unknown_by_cause.get(hit.kind, 0) + 1
 
     # Tool calls: which results told the model "outcome unknown" (from each run's final request).
     unknown: set[tuple[str, int, int]] = set()
@@ -417,10 +450,35 @@ async def _account(
                 for before, after in itertools.pairwise(runs):
                     hit = disruption_between(before.time, after.time)
                     if hit is not None:
-                        report.resume_seconds.append(after.time - hit)
+                        report.resume_seconds.append(after.time - hit.at)
     strays = [key for key in executions if key not in expected and key[0] in handles]
     if strays:
         report.details.append(f"tool executions for calls no run asked for: {strays[:5]}")
+
+
+async def _replay(report: ChaosReport, histories: dict[str, str]) -> None:
+    """Replay every run's history on a fresh AgentWorkflow: a run that cannot be replayed cannot be
+    resumed (or queried) by a worker that does not have it cached. Failing histories are saved."""
+    replayer = Replayer(workflows=[AgentWorkflow], data_converter=pydantic_data_converter)
+    async def each() -> AsyncIterator[WorkflowHistory]:
+        for wid, text in histories.items():
+            yield WorkflowHistory.from_json(wid, json.loads(text))
+
+    results = await replayer.replay_workflows(each(), raise_on_replay_failure=False)
+    report.replayed = len(histories)
+    report.replay_failures = len(results.replay_failures)
+    if results.replay_failures:
+        folder = tempfile.mkdtemp(prefix="kron-chaos-replay-failures-")
+        by_run_id = {json.loads(text)["events"][0]["workflowExecutionStartedEventAttributes"].get(
+            "originalExecutionRunId", ""): (wid, text) for wid, text in histories.items()}
+        for run_id in results.replay_failures:
+            wid, text = by_run_id.get(run_id, (run_id, ""))
+            if text:
+                Path(folder, f"{wid}.json").write_text(text)
+        first = next(iter(results.replay_failures.values()))
+        report.details.append(
+            f"{report.replay_failures} histories do not replay (saved in {folder}), e.g.: {str(first)[:300]}"
+        )
 
 
 def _unknown_outcomes(body: dict[str, Any]) -> set[tuple[str, int, int]]:
@@ -448,10 +506,10 @@ def _unknown_outcomes(body: dict[str, Any]) -> set[tuple[str, int, int]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=100)
-    parser.add_argument("--turns", type=int, default=4)
+    parser.add_argument("--turns", type=int, default=5)
     parser.add_argument("--workers", type=int, default=3)
-    parser.add_argument("--kills", type=int, default=10)
-    parser.add_argument("--kill-every", type=float, nargs=2, default=(3.0, 7.0), metavar=("MIN", "MAX"))
+    parser.add_argument("--kills", type=int, default=12)
+    parser.add_argument("--kill-every", type=float, nargs=2, default=(2.0, 5.0), metavar=("MIN", "MAX"))
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--timeout", type=float, default=900.0)
     args = parser.parse_args()

@@ -134,10 +134,14 @@ class LoadReport:
         return found + self.details
 
     def rows(self) -> list[tuple[str, ...]]:
-        rows: list[tuple[str, ...]] = [("measure", *(f"{p.workers} worker(s)" for p in self.phases))]
+        width = max(1, len(self.phases))
+        rows: list[tuple[str, ...]] = [
+            ("measure", *(f"{p.workers} worker(s)" for p in self.phases)) if self.phases else ("measure", "value")
+        ]
 
         def row(name: str, value: Any) -> None:
-            rows.append((name, *(str(value(p)) for p in self.phases)))
+            if self.phases:
+                rows.append((name, *(str(value(p)) for p in self.phases)))
 
         row("runs dispatched through the gateway", lambda p: p.dispatched)
         row("dispatch errors", lambda p: sum(p.dispatch_errors.values()))
@@ -148,7 +152,6 @@ class LoadReport:
         row("worker peak RSS, VmHWM (MiB)", lambda p: " + ".join(f"{m:.0f}" for m in p.peak_rss_mib))
         hold = self.hold
         if hold is not None:
-            width = len(self.phases)
             idle = f"{hold.idle.rss_mib:.0f}" if hold.idle else "-"
             held = (f"{hold.holding.rss_mib:.0f} (peak {hold.holding.hwm_mib:.0f})"
                     if hold.holding else "-")
@@ -158,7 +161,7 @@ class LoadReport:
             rows.append((f"  within {self.config.hold_limit_mib:.0f} MiB",
                          "yes" if hold.holding and hold.holding.hwm_mib <= self.config.hold_limit_mib
                          else "no", *[""] * (width - 1)))
-        rows.append(("gateway peak RSS (MiB)", f"{self.gateway_peak_rss_mib:.0f}", *[""] * (len(self.phases) - 1)))
+        rows.append(("gateway peak RSS (MiB)", f"{self.gateway_peak_rss_mib:.0f}", *[""] * (width - 1)))
         return rows
 
 
@@ -213,7 +216,7 @@ async def _run(
     env = worker_env(server.address, queue, llm, composio)
     limits = httpx.Limits(max_connections=config.concurrency, max_keepalive_connections=config.concurrency)
     async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=60) as http:
-        for index, count in enumerate(config.worker_counts):
+        for index, count in enumerate(config.worker_counts if config.runs else ()):
             workers = await fleet.workers(env, count)
             phase = await _phase(config, client, http, tokens, queue, index, workers)
             report.phases.append(phase)
@@ -347,7 +350,7 @@ async def _hold(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runs", type=int, default=1000, help="dispatches per phase")
+    parser.add_argument("--runs", type=int, default=1000, help="dispatches per phase (0: hold only)")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="worker counts, one phase each")
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--users", type=int, default=50)

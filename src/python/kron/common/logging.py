@@ -13,13 +13,16 @@ from typing import Any
 
 import structlog
 
-_SECRET_KEY_PARTS = ("api_key", "apikey", "secret", "token", "password", "authorization")
+_SECRET_KEY_PARTS = ("api_key", "apikey", "secret", "password", "authorization", "bearer", "jwt")
 _configured = False
 
 
 def _redact_secrets(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     for key in event:
-        if any(part in key.lower() for part in _SECRET_KEY_PARTS) and key != "event":
+        lowered = key.lower()
+        # "access_token" or "token" is a secret; "input_tokens" (a count) is not.
+        is_token = lowered == "token" or lowered.endswith("_token")
+        if key != "event" and (is_token or any(part in lowered for part in _SECRET_KEY_PARTS)):
             event[key] = "[redacted]"
     return event
 

@@ -1,0 +1,504 @@
+"""`kron`: run agents and schedules through the gateway's REST API, and run the local stack.
+
+    kron up                                   the local stack (see `kron up --help`)
+    kron run "goal" [--toolkit X ...] [--wait]
+    kron tasks [--status S] · kron task ID · kron follow ID · kron cancel ID
+    kron approve|deny ID [--reason R] · kron resolve ID retry|skip|abort
+    kron schedules list|create|get|delete|suspend|resume|trigger|runs ...
+    kron token [--user U]
+
+Gateway: --gateway, else $KRON_GATEWAY_URL, else the running `kron up`'s, else http://127.0.0.1:8080.
+Token: $KRON_TOKEN, else the cached one (~/.config/kron/tokens.json), else one from POST /auth/token
+(dev-mode gateways such as `kron up`'s) for --user / $KRON_USER / your login name.
+
+Errors are printed as `error: <error>: <detail>` with exit code 1 (2: bad usage). `run --wait` and
+`follow` exit 0 only when the run completed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+import httpx
+
+from kron.cli import render
+from kron.cli.api import Api, CliError, check_user_id, default_user
+from kron.cli.config import TOKEN_FILE, TokenCache, config_dir, gateway_url
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+RUN_STATUSES = ("queued", "running", "waiting", "completed", "failed", "cancelled", "max_iterations",
+                "budget_exceeded")
+EXECUTION_STATES = ("running", "completed", "failed", "cancelled", "terminated", "timed_out")
+CONCURRENCY_POLICIES = ("Allow", "Forbid", "Replace")
+
+
+@dataclass
+class Context:
+    args: argparse.Namespace
+    environ: Mapping[str, str]
+    out: TextIO
+    err: TextIO
+    transport: httpx.BaseTransport | None = None
+    _api: Api | None = field(default=None, init=False)
+
+    @property
+    def api(self) -> Api:
+        if self._api is None:
+            self._api = Api(
+                base_url=gateway_url(getattr(self.args, "gateway", None), self.environ),
+                cache=TokenCache(config_dir(self.environ) / TOKEN_FILE),
+                user=getattr(self.args, "user", None) or None,
+                token=self.environ.get("KRON_TOKEN") or None,
+                environ=self.environ,
+                transport=self.transport,
+            )
+        return self._api
+
+    @property
+    def json(self) -> bool:
+        return bool(getattr(self.args, "json", False))
+
+    def print(self, text: str = "") -> None:
+        print(text, file=self.out, flush=True)
+
+    def note(self, text: str) -> None:
+        print(text, file=self.err, flush=True)
+
+    @property
+    def marks(self) -> tuple[str, str]:
+        return render.marks(getattr(self.out, "encoding", None))
+
+
+# --- tokens
+
+
+def cmd_token(ctx: Context) -> int:
+    cached = ctx.api.cache.get(ctx.api.base_url)
+    user = ctx.api.user or (cached.user if cached else None) or default_user(ctx.environ)
+    token = ctx.api.issue_token(user)
+    ctx.print(token.access_token)
+    ctx.note(f"token for {token.user} at {ctx.api.base_url} cached in {ctx.api.cache.path}")
+    return EXIT_OK
+
+
+# --- tasks
+
+
+def cmd_run(ctx: Context) -> int:
+    a = ctx.args
+    body: dict[str, Any] = {"goal": a.goal, "toolkits": a.toolkit or []}
+    optional = {
+        "model": a.model, "max_iterations": a.max_iterations, "budget": a.budget, "callback_url": a.callback_url,
+    }
+    body.update({k: v for k, v in optional.items() if v is not None})
+    if a.approval_required:
+        body["approval_required"] = a.approval_required
+        if a.approval_timeout is not None:
+            body["approval_timeout_seconds"] = a.approval_timeout
+    headers = {"Idempotency-Key": a.idempotency_key} if a.idempotency_key else None
+    accepted = ctx.api.call("POST", "/tasks/dispatch", json=body, headers=headers)
+    task_id = str(accepted["task_id"])
+    if not a.wait:
+        if ctx.json:
+            ctx.print(render.as_json(accepted))
+        else:
+            ctx.print(task_id)
+            ctx.note(f"follow it: kron follow {task_id}   (or kron task {task_id})")
+        return EXIT_OK
+    toolkits = ", ".join(body["toolkits"]) or "none"
+    ctx.note(f"task {task_id} dispatched (toolkits: {toolkits}){' [replayed]' if accepted.get('replayed') else ''}")
+    return follow(ctx, task_id)
+
+
+def cmd_follow(ctx: Context) -> int:
+    return follow(ctx, ctx.args.task_id)
+
+
+def follow(ctx: Context, task_id: str) -> int:
+    """Each step as it completes, status changes, then the result. 0 only for `completed`."""
+    progress = ctx.note if ctx.json else ctx.print
+    ok_mark, fail_mark = ctx.marks
+    last_status = None
+    try:
+        for event in ctx.api.events(task_id):
+            data = _json_or_empty(event.data)
+            if event.event == "step":
+                progress(render.step_line(data, ok_mark, fail_mark))
+            elif event.event == "status":
+                status = data.get("status")
+                if status != last_status:
+                    progress(f"  · {status}")
+                    last_status = status
+                    if status == "waiting":
+                        detail = ctx.api.call("GET", f"/tasks/{task_id}")
+                        for line in render.waiting_lines(detail):
+                            progress(line)
+            elif event.event == "end":
+                return _show_result(ctx, data)
+    except KeyboardInterrupt:
+        ctx.note(f"\nstopped following; the task goes on: kron task {task_id} / kron cancel {task_id}")
+        return EXIT_INTERRUPTED
+    raise CliError("stream_lost", "the event stream ended before the task did")
+
+
+def _show_result(ctx: Context, detail: dict[str, Any]) -> int:
+    status = str(detail.get("status"))
+    if ctx.json:
+        ctx.print(render.as_json(detail))
+    else:
+        ctx.print(f"{status} · {detail.get('turns', 0)} turns · {render.usage_line(detail.get('usage'))}")
+        if detail.get("error"):
+            ctx.print(f"error: {render.error_text(detail['error'])}")
+        if detail.get("output"):
+            if detail.get("truncated"):
+                ctx.print("(truncated: the model hit its token limit)")
+            ctx.print(str(detail["output"]))
+    return EXIT_OK if status == "completed" else EXIT_ERROR
+
+
+def _json_or_empty(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def cmd_tasks(ctx: Context) -> int:
+    a = ctx.args
+    page = ctx.api.call("GET", "/tasks", params={"status": a.status, "limit": a.limit, "cursor": a.cursor})
+    ctx.print(render.as_json(page) if ctx.json else render.tasks_table(page))
+    return EXIT_OK
+
+
+def cmd_task(ctx: Context) -> int:
+    task = ctx.api.call("GET", f"/tasks/{ctx.args.task_id}")
+    ctx.print(render.as_json(task) if ctx.json else render.task_detail(task, *ctx.marks))
+    return EXIT_OK
+
+
+def cmd_cancel(ctx: Context) -> int:
+    accepted = ctx.api.call("DELETE", f"/tasks/{ctx.args.task_id}")
+    if ctx.json:
+        ctx.print(render.as_json(accepted))
+    else:
+        ctx.print(f"cancelling {accepted['task_id']}: it stops after its current step "
+                  f"(for good after {accepted.get('hard_cancel_after_seconds', 0):g} s)")
+    return EXIT_OK
+
+
+def _decide(ctx: Context, verb: str) -> int:
+    body = {"reason": ctx.args.reason} if ctx.args.reason else None
+    accepted = ctx.api.call("POST", f"/tasks/{ctx.args.task_id}/{verb}", json=body)
+    if ctx.json:
+        ctx.print(render.as_json(accepted))
+    else:
+        ctx.print(f"{'approved' if accepted.get('approved') else 'denied'}: {', '.join(accepted.get('calls') or [])}")
+    return EXIT_OK
+
+
+def cmd_approve(ctx: Context) -> int:
+    return _decide(ctx, "approve")
+
+
+def cmd_deny(ctx: Context) -> int:
+    return _decide(ctx, "deny")
+
+
+def cmd_resolve(ctx: Context) -> int:
+    body: dict[str, Any] = {"action": ctx.args.action}
+    if ctx.args.reason:
+        body["reason"] = ctx.args.reason
+    accepted = ctx.api.call("POST", f"/tasks/{ctx.args.task_id}/resolve", json=body)
+    ctx.print(render.as_json(accepted) if ctx.json else f"{accepted['action']}: {len(accepted.get('keys') or [])} call(s)")
+    return EXIT_OK
+
+
+# --- schedules
+
+
+def schedule_body(a: argparse.Namespace) -> dict[str, Any]:
+    """The POST /schedules body from flags, or from --file (JSON; flags given too override it)."""
+    body: dict[str, Any] = {}
+    if a.file:
+        try:
+            text = sys.stdin.read() if a.file == "-" else Path(a.file).read_text()
+            loaded = json.loads(text)
+        except (OSError, ValueError) as error:
+            raise CliError("invalid_file", f"{a.file}: {error}", exit_code=EXIT_USAGE) from None
+        if not isinstance(loaded, dict):
+            raise CliError("invalid_file", f"{a.file}: expected a JSON object", exit_code=EXIT_USAGE)
+        body = loaded
+    body["name"] = a.name
+    timing: dict[str, Any] = dict(body.get("timing") or {})
+    if a.cron:
+        timing["cron"] = a.cron
+        timing.pop("interval_seconds", None)
+    if a.every is not None:
+        timing["interval_seconds"] = a.every
+        timing.pop("cron", None)
+    for key, value in (("timezone", a.timezone), ("jitter_seconds", a.jitter)):
+        if value is not None:
+            timing[key] = value
+    run: dict[str, Any] = dict(body.get("run") or {})
+    for key, value in (("goal", a.goal), ("model", a.model), ("max_iterations", a.max_iterations),
+                       ("token_budget", a.budget), ("timeout_seconds", a.timeout), ("callback_url", a.callback_url)):
+        if value is not None:
+            run[key] = value
+    if a.toolkit:
+        run["toolkits"] = a.toolkit
+    if a.approval_required:
+        run["approval"] = {"require_for": a.approval_required}
+    if not run.get("goal"):
+        raise CliError("usage", "a schedule needs a goal: --goal \"...\" (or in --file)", exit_code=EXIT_USAGE)
+    if not timing.get("cron") and timing.get("interval_seconds") is None:
+        raise CliError("usage", "a schedule needs --cron EXPR or --every SECONDS (or timing in --file)",
+                       exit_code=EXIT_USAGE)
+    body["timing"], body["run"] = timing, run
+    if a.concurrency is not None:
+        body["concurrency_policy"] = a.concurrency
+    if a.suspend:
+        body["suspend"] = True
+    if a.max_run_history is not None:
+        body["max_run_history"] = a.max_run_history
+    return body
+
+
+def cmd_schedules_list(ctx: Context) -> int:
+    page = ctx.api.call("GET", "/schedules", params={"limit": ctx.args.limit, "cursor": ctx.args.cursor})
+    ctx.print(render.as_json(page) if ctx.json else render.schedules_table(page))
+    return EXIT_OK
+
+
+def cmd_schedules_create(ctx: Context) -> int:
+    created = ctx.api.call("POST", "/schedules", json=schedule_body(ctx.args))
+    ctx.print(render.as_json(created) if ctx.json else render.schedule_detail(created))
+    return EXIT_OK
+
+
+def cmd_schedules_get(ctx: Context) -> int:
+    schedule = ctx.api.call("GET", f"/schedules/{ctx.args.name}")
+    ctx.print(render.as_json(schedule) if ctx.json else render.schedule_detail(schedule))
+    return EXIT_OK
+
+
+def cmd_schedules_delete(ctx: Context) -> int:
+    ctx.api.call("DELETE", f"/schedules/{ctx.args.name}")
+    ctx.print(f"deleted {ctx.args.name}")
+    return EXIT_OK
+
+
+def _schedule_action(ctx: Context, action: str) -> int:
+    schedule = ctx.api.call("POST", f"/schedules/{ctx.args.name}/{action}")
+    if ctx.json:
+        ctx.print(render.as_json(schedule))
+    else:
+        ctx.print(f"{ctx.args.name}: {'suspended' if schedule.get('suspend') else 'active'}")
+    return EXIT_OK
+
+
+def cmd_schedules_suspend(ctx: Context) -> int:
+    return _schedule_action(ctx, "suspend")
+
+
+def cmd_schedules_resume(ctx: Context) -> int:
+    return _schedule_action(ctx, "resume")
+
+
+def cmd_schedules_trigger(ctx: Context) -> int:
+    accepted = ctx.api.call("POST", f"/schedules/{ctx.args.name}/trigger")
+    if ctx.json:
+        ctx.print(render.as_json(accepted))
+    else:
+        ctx.print(f"{ctx.args.name}: {accepted.get('detail')}"
+                  + (f" (fire {accepted['fire_id']})" if accepted.get("fire_id") else ""))
+    return EXIT_OK
+
+
+def cmd_schedules_runs(ctx: Context) -> int:
+    page = ctx.api.call("GET", f"/schedules/{ctx.args.name}/runs")
+    ctx.print(render.as_json(page) if ctx.json else render.runs_table(page))
+    return EXIT_OK
+
+
+def cmd_up(ctx: Context) -> int:
+    from kron.cli.up import run_up
+
+    return run_up(ctx.args, ctx.environ, ctx.out, ctx.err)
+
+
+# --- parser
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:
+        raise CliError("usage", f"{message} (see {self.prog} --help)", exit_code=EXIT_USAGE)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    # Options every command takes, before or after its name (SUPPRESS: a subcommand's missing
+    # option must not overwrite one given before it).
+    common = _Parser(add_help=False)
+    common.add_argument("--gateway", metavar="URL", default=argparse.SUPPRESS,
+                        help="gateway URL (default: $KRON_GATEWAY_URL, the running `kron up`, http://127.0.0.1:8080)")
+    common.add_argument("--user", metavar="USER", default=argparse.SUPPRESS,
+                        help="act as this user (dev-mode token; default: $KRON_USER or your login name)")
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                        help="print the API's JSON instead of text")
+
+    parser = _Parser(prog="kron", description="Durable background AI agents.", parents=[common],
+                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    commands.required = True
+
+    def command(name: str, handler: Callable[[Context], int], help_text: str, **kwargs: Any) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help_text, description=help_text, parents=[common], **kwargs)
+        sub.set_defaults(handler=handler)
+        return sub
+
+    command("token", cmd_token, "get a token from a dev-mode gateway (POST /auth/token), cache and print it")
+
+    run = command("run", cmd_run, "start an agent run (POST /tasks/dispatch)")
+    run.add_argument("goal", help="what the agent should do")
+    run.add_argument("--toolkit", "-t", action="append", metavar="TOOLKIT",
+                     help="a toolkit the agent may use (repeatable; `demo` in the offline demo)")
+    run.add_argument("--wait", "-w", action="store_true", help="follow the run live and print its result")
+    run.add_argument("--model", help="a Claude model name (default: the worker's)")
+    run.add_argument("--max-iterations", type=int, metavar="N")
+    run.add_argument("--budget", type=int, metavar="TOKENS", help="token budget")
+    run.add_argument("--approval-required", action="append", metavar="TOOLKIT_OR_TOOL",
+                     help="tool calls that wait for `kron approve/deny` (repeatable)")
+    run.add_argument("--approval-timeout", type=int, metavar="SECONDS")
+    run.add_argument("--callback-url", metavar="URL", help="receives a signed webhook when the run ends")
+    run.add_argument("--idempotency-key", metavar="KEY", help="retries with the same key start one run")
+
+    follow_cmd = command("follow", cmd_follow, "follow a run live until it ends (like run --wait)")
+    follow_cmd.add_argument("task_id", metavar="ID")
+
+    tasks = command("tasks", cmd_tasks, "list your tasks, open ones first")
+    tasks.add_argument("--status", choices=EXECUTION_STATES, help="only tasks in this state")
+    tasks.add_argument("--limit", type=int, metavar="N")
+    tasks.add_argument("--cursor", help="next page (printed after a full page)")
+
+    for name, handler, text in (("task", cmd_task, "a task's status, steps, usage and result"),
+                                ("cancel", cmd_cancel, "cancel a task (after its current step)")):
+        command(name, handler, text).add_argument("task_id", metavar="ID")
+    for name, handler, text in (("approve", cmd_approve, "let the tool calls a task waits on run"),
+                                ("deny", cmd_deny, "refuse the tool calls a task waits on")):
+        sub = command(name, handler, text)
+        sub.add_argument("task_id", metavar="ID")
+        sub.add_argument("--reason", help="told to the model")
+    resolve = command("resolve", cmd_resolve, "decide about tool calls whose outcome is unknown after a crash")
+    resolve.add_argument("task_id", metavar="ID")
+    resolve.add_argument("action", choices=("retry", "skip", "abort"))
+    resolve.add_argument("--reason")
+
+    schedules = command("schedules", _no_subcommand, "scheduled runs (cron or interval)")
+    sched = schedules.add_subparsers(dest="schedules_command", metavar="ACTION", parser_class=_Parser)
+    sched.required = True
+
+    def sched_command(name: str, handler: Callable[[Context], int], help_text: str) -> argparse.ArgumentParser:
+        sub = sched.add_parser(name, help=help_text, description=help_text, parents=[common])
+        sub.set_defaults(handler=handler)
+        return sub
+
+    listing = sched_command("list", cmd_schedules_list, "list your schedules")
+    listing.add_argument("--limit", type=int, metavar="N")
+    listing.add_argument("--cursor")
+    create = sched_command("create", cmd_schedules_create, "create a schedule")
+    create.add_argument("name", help="a DNS label: lowercase letters, digits, -")
+    create.add_argument("--goal", "-g")
+    create.add_argument("--cron", action="append", metavar="EXPR", help="five-field cron or @daily... (repeatable)")
+    create.add_argument("--every", type=int, metavar="SECONDS", help="fire at this interval instead of cron")
+    create.add_argument("--timezone", metavar="TZ", help="IANA timezone the cron is read in (default UTC)")
+    create.add_argument("--jitter", type=int, metavar="SECONDS")
+    create.add_argument("--toolkit", "-t", action="append", metavar="TOOLKIT")
+    create.add_argument("--concurrency", choices=CONCURRENCY_POLICIES,
+                        help="while the previous run goes on: Allow, Forbid (skip; default), Replace")
+    create.add_argument("--suspend", action="store_true", help="create it suspended")
+    create.add_argument("--max-run-history", type=int, metavar="N")
+    create.add_argument("--model")
+    create.add_argument("--max-iterations", type=int, metavar="N")
+    create.add_argument("--budget", type=int, metavar="TOKENS")
+    create.add_argument("--timeout", type=int, metavar="SECONDS", help="a run going longer is timed_out")
+    create.add_argument("--callback-url", metavar="URL")
+    create.add_argument("--approval-required", action="append", metavar="TOOLKIT_OR_TOOL")
+    create.add_argument("--file", "-f", metavar="FILE", help="the definition as JSON (- for stdin)")
+    for name, handler, text in (
+        ("get", cmd_schedules_get, "a schedule, with its next run times"),
+        ("delete", cmd_schedules_delete, "delete a schedule (runs going on finish)"),
+        ("suspend", cmd_schedules_suspend, "stop firing"),
+        ("resume", cmd_schedules_resume, "fire again"),
+        ("trigger", cmd_schedules_trigger, "fire now"),
+        ("runs", cmd_schedules_runs, "run history"),
+    ):
+        sched_command(name, handler, text).add_argument("name")
+
+    from kron.cli.up import UP_DESCRIPTION, add_up_arguments
+
+    up = command("up", cmd_up, "run the local stack: Temporal, worker, gateway, scheduler",
+                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    up.description = UP_DESCRIPTION
+    add_up_arguments(up)
+    return parser
+
+
+def _no_subcommand(ctx: Context) -> int:  # pragma: no cover - argparse requires one
+    raise CliError("usage", "name an action", exit_code=EXIT_USAGE)
+
+
+def run(
+    argv: Sequence[str] | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
+    transport: httpx.BaseTransport | None = None,
+) -> int:
+    """Run one command; returns the exit code. Never raises (but SystemExit from --help)."""
+    out = out or sys.stdout
+    err = err or sys.stderr
+    environ = os.environ if environ is None else environ
+    ctx: Context | None = None
+    try:
+        args = build_parser().parse_args(argv)
+        if getattr(args, "user", None):
+            check_user_id(args.user)
+        ctx = Context(args=args, environ=environ, out=out, err=err, transport=transport)
+        code: int = args.handler(ctx)
+        return code
+    except CliError as error:
+        print(f"error: {error.error}: {error.detail}", file=err, flush=True)
+        for key in ("toolkit", "connect_url", "retry_after_seconds"):
+            if error.extra.get(key):
+                print(f"  {key}: {error.extra[key]}", file=err, flush=True)
+        return error.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=err, flush=True)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        return EXIT_ERROR
+    except Exception as error:  # a CLI prints errors; tracebacks only with KRON_DEBUG
+        if environ.get("KRON_DEBUG"):
+            raise
+        print(f"error: internal: {type(error).__name__}: {error} (KRON_DEBUG=1 shows the traceback)",
+              file=err, flush=True)
+        return EXIT_ERROR
+    finally:
+        if ctx is not None and ctx._api is not None:
+            ctx._api.close()
+
+
+def main() -> None:
+    sys.exit(run(sys.argv[1:]))
+
+
+if __name__ == "__main__":
+    main()
