@@ -18,16 +18,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import socket
 import threading
 import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
 from typing import Any, TypeAlias
+
+from kron_testing.loopback import LoopbackHandler, LoopbackServer
 
 # --------------------------------------------------------------------------------------------
 # Replies
@@ -319,7 +318,7 @@ class RecordedRequest:
         self.turn = turn_of(self.body) if self.body is not None else -1
 
 
-class FakeAnthropic:
+class FakeAnthropic(LoopbackServer):
     """The server. Thread-safe; a responder runs in the request's thread (so it may block)."""
 
     def __init__(
@@ -334,70 +333,10 @@ class FakeAnthropic:
         self.responder = responder  # used once the queue is empty; may be reassigned any time
         self.validate_conversation = validate_conversation
         self.responder_errors: list[BaseException] = []
-        self._port = port
+        super().__init__(port)
         self._queue: deque[Reply] = deque()
         self._requests: list[RecordedRequest] = []
-        self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
-        self._connections: set[socket.socket] = set()
-        self._stopping = threading.Event()
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
-
-    # --- lifecycle
-
-    def start(self) -> FakeAnthropic:
-        """Listen on 127.0.0.1. A restart after `stop()` reuses the port, so `base_url` holds."""
-        if self._server is not None:
-            return self
-        self._stopping.clear()
-        self._server = _Server(("127.0.0.1", self._port), self)
-        self._port = self._server.server_address[1]
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name=f"FakeAnthropic:{self._port}",
-            daemon=True,
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop listening and cut open connections (clients then see a connection error)."""
-        server, self._server = self._server, None
-        if server is None:
-            return
-        self._stopping.set()
-        server.shutdown()
-        with self._lock:
-            connections = list(self._connections)
-        for conn in connections:
-            try:
-                conn.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-        server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-
-    def __enter__(self) -> FakeAnthropic:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    @property
-    def port(self) -> int:
-        return self._port
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self._port}"
 
     @property
     def env(self) -> dict[str, str]:
@@ -451,7 +390,7 @@ class FakeAnthropic:
 
     # --- request handling (runs in the connection's thread)
 
-    def _handle(self, handler: _Handler) -> None:
+    def _handle(self, handler: LoopbackHandler) -> None:
         length = int(handler.headers.get("content-length") or 0)
         data = handler.rfile.read(length) if length else b""
         if handler.command != "POST" or handler.path.split("?", 1)[0] != "/v1/messages":
@@ -500,7 +439,7 @@ class FakeAnthropic:
 
     def _send(
         self,
-        handler: _Handler,
+        handler: LoopbackHandler,
         record: RecordedRequest | None,
         reply: Reply,
         body: dict[str, Any],
@@ -539,13 +478,6 @@ class FakeAnthropic:
             handler.wfile.write(payload)
         except OSError:  # the client went away
             handler.close_connection = True
-
-    def _track(self, conn: socket.socket, *, open_: bool) -> None:
-        with self._lock:
-            if open_:
-                self._connections.add(conn)
-            else:
-                self._connections.discard(conn)
 
 
 def _render(reply: MessageReply, body: Mapping[str, Any]) -> dict[str, Any]:
@@ -605,39 +537,3 @@ def _sse(message: dict[str, Any]) -> bytes:
 
 def _chunks(value: str, size: int = 16) -> list[str]:
     return [value[i : i + size] for i in range(0, len(value), size)] or [""]
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive: the SDK reuses connections
-    disable_nagle_algorithm = True  # else delayed ACKs add ~40 ms per response
-    server: _Server
-
-    def setup(self) -> None:
-        super().setup()
-        self.server.fake._track(self.connection, open_=True)
-
-    def finish(self) -> None:
-        self.server.fake._track(self.connection, open_=False)
-        try:
-            super().finish()
-        except OSError:
-            pass
-
-    def do_POST(self) -> None:
-        self.server.fake._handle(self)
-
-    def do_GET(self) -> None:
-        self.server.fake._handle(self)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass  # keep test output quiet
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    block_on_close = False  # stop() cuts connections instead of waiting for idle keep-alives
-    request_queue_size = 128  # the listen backlog; the default 5 refuses bursts of connections
-
-    def __init__(self, address: tuple[str, int], fake: FakeAnthropic) -> None:
-        self.fake = fake
-        super().__init__(address, _Handler)

@@ -22,16 +22,15 @@ that ran but failed (its handler raised `ToolFailed`) is a 200 with `successful:
 from __future__ import annotations
 
 import json
-import socket
 import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
 from typing import Any, NamedTuple
 from urllib.parse import parse_qs, urlsplit
+
+from kron_testing.loopback import LoopbackHandler, LoopbackServer
 
 API_PREFIX = "/api/v3.1"
 DEFAULT_TOOL_VERSION = "20250909_00"
@@ -85,15 +84,14 @@ class _ApiError(Exception):
         self.status, self.message, self.slug = status, message, slug
 
 
-class FakeComposio:
+class FakeComposio(LoopbackServer):
     def __init__(self, api_key: str = "ck-fake-test-key", *, demo_tools: bool = True, port: int = 0) -> None:
         self.api_key = api_key
         # Seconds to wait before sending each response, after the work is done (so a client that
         # times out on an execution still had its tool run). May be changed any time.
         self.latency = 0.0
         self.errors: list[BaseException] = []  # handlers (or the fake) raising something unexpected
-        self._port = port
-        self._lock = threading.Lock()
+        super().__init__(port)
         self._tools: dict[str, FakeTool] = {}
         self._accounts: list[ConnectedAccount] = []
         self._auth_configs: dict[str, str] = {}  # toolkit -> auth config id
@@ -101,67 +99,8 @@ class FakeComposio:
         self._executions: list[Execution] = []
         self._requests: list[tuple[str, str]] = []
         self._links: list[LinkRequest] = []
-        self._connections: set[socket.socket] = set()
-        self._stopping = threading.Event()
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
         if demo_tools:
             _add_demo_tools(self)
-
-    # --- lifecycle
-
-    def start(self) -> FakeComposio:
-        """Listen on 127.0.0.1. A restart after `stop()` reuses the port, so `base_url` holds."""
-        if self._server is not None:
-            return self
-        self._stopping.clear()
-        self._server = _Server(("127.0.0.1", self._port), self)
-        self._port = self._server.server_address[1]
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name=f"FakeComposio:{self._port}",
-            daemon=True,
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop listening and cut open connections (clients then see a connection error)."""
-        server, self._server = self._server, None
-        if server is None:
-            return
-        self._stopping.set()
-        server.shutdown()
-        with self._lock:
-            connections = list(self._connections)
-        for conn in connections:
-            try:
-                conn.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-        server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-
-    def __enter__(self) -> FakeComposio:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    @property
-    def port(self) -> int:
-        return self._port
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self._port}"
 
     @property
     def env(self) -> dict[str, str]:
@@ -251,7 +190,7 @@ class FakeComposio:
 
     # --- request handling (runs in the connection's thread)
 
-    def _handle(self, handler: _Handler) -> None:
+    def _handle(self, handler: LoopbackHandler) -> None:
         length = int(handler.headers.get("content-length") or 0)
         data = handler.rfile.read(length) if length else b""
         url = urlsplit(handler.path)
@@ -416,7 +355,7 @@ class FakeComposio:
             "expires_at": _now_iso(offset_seconds=600),
         }
 
-    def _send(self, handler: _Handler, status: int, payload: dict[str, Any]) -> None:
+    def _send(self, handler: LoopbackHandler, status: int, payload: dict[str, Any]) -> None:
         data = json.dumps(payload).encode()
         try:
             handler.send_response(status)
@@ -427,12 +366,6 @@ class FakeComposio:
         except OSError:  # the client went away
             handler.close_connection = True
 
-    def _track(self, conn: socket.socket, *, open_: bool) -> None:
-        with self._lock:
-            if open_:
-                self._connections.add(conn)
-            else:
-                self._connections.discard(conn)
 
 
 # --------------------------------------------------------------------------------------------
@@ -624,49 +557,3 @@ def _add_demo_tools(fake: FakeComposio) -> None:
         },
         fetch_emails,
     )
-
-
-# --------------------------------------------------------------------------------------------
-# HTTP plumbing
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive: the SDK reuses connections
-    disable_nagle_algorithm = True  # else delayed ACKs add ~40 ms per response
-    server: _Server
-
-    def setup(self) -> None:
-        super().setup()
-        self.server.fake._track(self.connection, open_=True)
-
-    def finish(self) -> None:
-        self.server.fake._track(self.connection, open_=False)
-        try:
-            super().finish()
-        except OSError:
-            pass
-
-    def do_GET(self) -> None:
-        self.server.fake._handle(self)
-
-    def do_POST(self) -> None:
-        self.server.fake._handle(self)
-
-    def do_PATCH(self) -> None:
-        self.server.fake._handle(self)
-
-    def do_DELETE(self) -> None:
-        self.server.fake._handle(self)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass  # keep test output quiet
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    block_on_close = False  # stop() cuts connections instead of waiting for idle keep-alives
-    request_queue_size = 128
-
-    def __init__(self, address: tuple[str, int], fake: FakeComposio) -> None:
-        self.fake = fake
-        super().__init__(address, _Handler)
