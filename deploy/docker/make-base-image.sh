@@ -10,7 +10,7 @@
 # Needs root (debootstrap), podman and debootstrap:
 #   apt-get install -y podman buildah podman-docker runc debootstrap
 #
-# Env: KRON_BASE_IMAGE (default localhost/kron-base), KRON_DEBIAN_MIRROR (default: the first Debian
+# Env: KRON_BASE_IMAGE (default localhost/kron-base:latest), KRON_DEBIAN_MIRROR (default: the first Debian
 # mirror in /etc/apt/sources.list*), KRON_DEBIAN_SUITE (default bookworm).
 set -euo pipefail
 
@@ -19,7 +19,7 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)"
 export CONTAINERS_CONF="${CONTAINERS_CONF:-$here/podman/containers.conf}"
 export CONTAINERS_STORAGE_CONF="${CONTAINERS_STORAGE_CONF:-$here/podman/storage.conf}"
 
-image="${KRON_BASE_IMAGE:-localhost/kron-base}"
+image="${KRON_BASE_IMAGE:-localhost/kron-base:latest}"
 suite="${KRON_DEBIAN_SUITE:-bookworm}"
 
 log() { echo "make-base-image: $*" >&2; }

