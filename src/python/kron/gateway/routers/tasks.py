@@ -389,7 +389,20 @@ async def _hard_cancel_after(handle: runs.RunHandle, grace: float, rpc_timeout: 
         log.warning("hard cancel failed", task_id=handle.id, exc_type=type(error).__name__)
 
 
-# --- human approval
+# --- human decisions (approval, unknown tool outcomes)
+
+
+async def _live_progress(
+    task_id: str, user: str, settings: GatewaySettings, client: Client
+) -> tuple[runs.RunHandle, RunProgress]:
+    """The caller's running task and its progress as the run itself reports it (404/409/503)."""
+    handle, description = await runs.describe_owned(client, task_id, user, _rpc_timeout(settings))
+    if runs.execution_state(description.status) is not ExecutionState.RUNNING:
+        raise ApiError(409, "task_finished", "The task has already finished")
+    progress = await runs.query(handle, names.QUERY_PROGRESS, RunProgress, _query_timeout(settings))
+    if progress is None:
+        raise ApiError(503, "run_unavailable", "No worker answered for this task; try again")
+    return handle, progress
 
 
 async def _decide(
@@ -397,12 +410,7 @@ async def _decide(
     body: ApprovalRequest | None,
 ) -> ApprovalAccepted:
     settings = state.settings
-    handle, description = await runs.describe_owned(client, task_id, user, _rpc_timeout(settings))
-    if runs.execution_state(description.status) is not ExecutionState.RUNNING:
-        raise ApiError(409, "task_finished", "The task has already finished")
-    progress = await runs.query(handle, names.QUERY_PROGRESS, RunProgress, _query_timeout(settings))
-    if progress is None:
-        raise ApiError(503, "run_unavailable", "No worker answered for this task; try again")
+    handle, progress = await _live_progress(task_id, user, settings, client)
     if progress.pending_approval is None:
         raise ApiError(409, "nothing_to_approve", "The task is not waiting for an approval")
     decision = ApprovalDecision(
@@ -460,12 +468,7 @@ async def resolve_unknown_outcome(
     """An unsafe tool call (one that may act twice) that was in flight when its worker died is never
     re-run blindly: the run waits for this decision, for every such call waiting now."""
     settings = state.settings
-    handle, description = await runs.describe_owned(client, task_id, user, _rpc_timeout(settings))
-    if runs.execution_state(description.status) is not ExecutionState.RUNNING:
-        raise ApiError(409, "task_finished", "The task has already finished")
-    progress = await runs.query(handle, names.QUERY_PROGRESS, RunProgress, _query_timeout(settings))
-    if progress is None:
-        raise ApiError(503, "run_unavailable", "No worker answered for this task; try again")
+    handle, progress = await _live_progress(task_id, user, settings, client)
     keys = [p.idempotency_key for p in progress.pending_unknown]
     if not keys:
         raise ApiError(409, "nothing_to_resolve", "No tool call of this task has an unknown outcome")
