@@ -60,6 +60,7 @@ from prove._common import (
     COMPOSIO_KEY,
     JWT_SECRET,
     READ_ONLY_TOOL,
+    TOOL_SCHEMA,
     TOOLKIT,
     UNSAFE_TOOL,
     WEBHOOK_SECRET,
@@ -294,6 +295,17 @@ async def _run(
     report = AbuseReport(config)
     users = ["alice", "bob", "mallory", "prober", "flood", "sched-alice", "sched-bob", "fuzz-user"]
     add_notes_tools(composio, users)
+    failed_once: set[str] = set()
+
+    def flaky_list(user: str, args: dict[str, Any]) -> dict[str, Any]:
+        # alice-2's read-only call meets one Composio 5xx (retried: read-only); an unsafe call
+        # would wait for a human instead, which is the chaos suite's business.
+        if args.get("run") == "alice-2" and "alice-2" not in failed_once:
+            failed_once.add("alice-2")
+            raise RuntimeError("injected Composio failure")
+        return {"ok": True, "run": args.get("run")}
+
+    composio.add_tool(READ_ONLY_TOOL, TOOLKIT, "List the notes.", TOOL_SCHEMA, flaky_list)
 
     def model(tag: str, turn: int, attempt: int, index: int, reply: Reply) -> Reply:
         if tag == "fatal":
@@ -320,7 +332,7 @@ async def _run(
         api = Api(http, report)
         # Real runs first, so logs and histories hold something worth leaking: tool calls, a
         # signed webhook, a model auth failure, a Composio 503.
-        alice_tasks = await _alice_runs(api, http, auth["alice"], sink, composio)
+        alice_tasks = await _alice_runs(api, http, auth["alice"], sink)
         await _bodies(api, auth["prober"], sink)
         await _jwt_attacks(api, tokens["mallory"])
         await _cross_user(api, http, auth, alice_tasks)
@@ -362,10 +374,9 @@ async def _run(
 
 
 async def _alice_runs(
-    api: Api, http: httpx.AsyncClient, headers: dict[str, str], sink: WebhookSink, composio: FakeComposio
+    api: Api, http: httpx.AsyncClient, headers: dict[str, str], sink: WebhookSink
 ) -> list[str]:
     task_ids = []
-    composio.fail_next(1, 503)  # one tool call meets a Composio 5xx
     for tag, extra in (("alice-1", {"callback_url": sink.url}), ("alice-2", {}), ("fatal", {})):
         response = await api.probe(
             "runs", f"dispatch {tag}", {202}, "POST", "/tasks/dispatch", headers=headers,
@@ -377,7 +388,13 @@ async def _alice_runs(
     api.report.probes.append(Probe("runs", "alice's runs reached a terminal status", "3",
                                    str(done), done == len(task_ids) == 3))
     delivered = len(sink.deliveries)
-    api.report.probes.append(Probe("runs", "signed webhook delivered", "1", str(delivered), delivered == 1))
+    signed = sum(
+        1 for headers_, body in sink.deliveries
+        if headers_.get("X-Kron-Signature")
+        == "sha256=" + hmac.new(WEBHOOK_SECRET.encode(), body, hashlib.sha256).hexdigest()
+    )
+    api.report.probes.append(Probe("runs", "webhook delivered, HMAC-signed with the webhook secret",
+                                   "1 (1 valid)", f"{delivered} ({signed} valid)", delivered == signed == 1))
     if delivered:
         api.report.observations.append(
             f"callback_url {sink.url} (loopback) was accepted and the worker POSTed to it: kron does "
@@ -541,6 +558,8 @@ async def _cross_user(
     await api.probe(group, "bob cancels alice's task", {404}, "DELETE", f"/tasks/{task}", headers=bob)
     await api.probe(group, "bob approves alice's task", {404}, "POST", f"/tasks/{task}/approve", headers=bob, json={})
     await api.probe(group, "bob denies alice's task", {404}, "POST", f"/tasks/{task}/deny", headers=bob, json={})
+    await api.probe(group, "bob resolves alice's unknown outcomes", {404, 422}, "POST", f"/tasks/{task}/resolve",
+                    headers=bob, json={"action": "skip"})
 
     def not_listed(response: httpx.Response) -> str | None:
         ids = {t["task_id"] for t in response.json().get("tasks", [])}

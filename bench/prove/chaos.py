@@ -141,7 +141,7 @@ class ChaosReport:
     unknown_in_results: int = 0  # tool results that told the model "outcome unknown"
     unknown_in_progress: int = 0  # StepRecord.outcome_unknown in the runs' progress
     unknown_unsafe: int = 0  # of those, unsafe calls (read-only ones are simply retried)
-    unknown_resolved: int = 0  # SKIP decisions this driver sent
+    unknown_resolved: int = 0  # SKIP decisions this driver sent (to finished runs)
     unknown_by_cause: dict[str, int] = field(default_factory=dict)  # disruption kind -> calls
     kills: int = 0
     restarts: int = 0
@@ -150,6 +150,7 @@ class ChaosReport:
     resume_seconds: list[float] = field(default_factory=list)
     unknown_surfaced_seconds: list[float] = field(default_factory=list)
     wall_seconds: float = 0.0
+    wedged: int = 0  # runs whose workflow task fails on every worker (nondeterminism)
     replayed: int = 0
     replay_failures: int = 0
     details: list[str] = field(default_factory=list)
@@ -181,6 +182,7 @@ class ChaosReport:
         return [
             ("measure", "value", "must be"),
             ("runs completed", f"{self.completed} / {c.runs}", f"{c.runs}"),
+            ("runs wedged by a nondeterminism error", str(self.wedged), "0"),
             ("worker SIGKILLs / temporal restarts", f"{self.kills} / {self.restarts}", ""),
             ("workers started (incl. replacements)", str(self.workers_started), ""),
             ("model requests (runs' own turns)", f"{self.model_requests} ({self.model_own})", ""),
@@ -256,6 +258,7 @@ async def _run(
     waiters = {tag: asyncio.create_task(result_of(handles[tag], deadline)) for tag in tags}
     disruptions: list[Disruption] = []
     resolved: dict[str, float] = {}  # idempotency key -> when SKIP was sent
+    resolved_for: dict[str, str] = {}  # idempotency key -> run
     surfaced: list[tuple[str, int, float]] = []  # (run, turn, when the driver saw it waiting)
     replacements: list[asyncio.Task[KronProcess]] = []
     counters = {"kills": 0, "restarts": 0, "lost": 0}
@@ -320,21 +323,40 @@ async def _run(
                         seen = time.monotonic()
                         await handle.signal(
                             names.SIGNAL_RESOLVE_UNKNOWN,
-                            UnknownOutcomeDecision(action=UnknownOutcomeAction.SKIP, reason="chaos driver"),
+                            UnknownOutcomeDecision(
+                                action=UnknownOutcomeAction.SKIP, reason="chaos driver",
+                                keys=[pending.idempotency_key],  # this call, whenever it waits
+                            ),
                             rpc_timeout=timedelta(seconds=5),
                         )
                         if sent is None:
                             args = pending.call.input
                             surfaced.append((tag, int(args.get("turn", -1)), seen))
                         resolved[pending.idempotency_key] = seen
+                        resolved_for[pending.idempotency_key] = tag
                 except _QUERY_ERRORS:
                     return  # the worker holding it is gone or the server restarts: next round
 
             await bounded(8, [functools.partial(check, t) for t in quiet_runs])
+            # A run quiet for long may be wedged: its workflow task fails on every worker.
+            long_quiet = [t for t in quiet_runs if now - latest.get(t, started) > 30 and t not in wedged]
+            await bounded(4, [functools.partial(diagnose, t) for t in long_quiet])
+
+    async def diagnose(tag: str) -> None:
+        try:
+            description = await handles[tag].describe(rpc_timeout=timedelta(seconds=5))
+        except RPCError:
+            return
+        fields = description.raw_description.workflow_execution_info.search_attributes.indexed_fields
+        problems = fields["TemporalReportedProblems"].data.decode() if "TemporalReportedProblems" in fields else ""
+        if "NonDeterministic" in problems:
+            wedged[tag] = problems
+            waiters[tag].cancel()  # it will never finish: stop waiting for it
 
     killed: set[KronProcess] = set()
+    wedged: dict[str, str] = {}  # run -> the problem Temporal reports for it
     tasks = [asyncio.create_task(chaos()), asyncio.create_task(human())]
-    await asyncio.gather(*waiters.values())
+    await asyncio.gather(*waiters.values(), return_exceptions=True)
     for task in tasks:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -342,15 +364,22 @@ async def _run(
     await asyncio.gather(*replacements, return_exceptions=True)
     wall = time.monotonic() - started
 
-    results = {tag: waiters[tag].result() for tag in tags}
+    results = {tag: None if waiters[tag].cancelled() else waiters[tag].result() for tag in tags}
     report = ChaosReport(
         config=config, statuses=status_counts(results.values()), completed=completed(results.values()),
         kills=counters["kills"], restarts=counters["restarts"], workers_started=len(fleet.processes),
-        workers_lost_unexpectedly=counters["lost"], unknown_resolved=len(resolved), wall_seconds=wall,
+        workers_lost_unexpectedly=counters["lost"], wall_seconds=wall, wedged=len(wedged),
     )
     if counters["lost"]:
         report.details.append(f"{counters['lost']} worker(s) exited without being killed")
-    await _account(report, config, client, handles, llm, composio, clock, disruptions, surfaced)
+    if wedged:
+        report.details.append(
+            f"runs wedged (their workflow task fails on every worker): {sorted(wedged)}: "
+            f"{next(iter(wedged.values()))}"
+        )
+    finished = {tag for tag, result in results.items() if result is not None}
+    report.unknown_resolved = sum(1 for tag in resolved_for.values() if tag in finished)
+    await _account(report, config, client, handles, llm, composio, clock, disruptions, surfaced, finished)
     return report
 
 
@@ -358,7 +387,7 @@ async def _account(
     report: ChaosReport, config: ChaosConfig, client: Client,
     handles: dict[str, WorkflowHandle[Any, AgentRunResult]], llm: FakeAnthropic,
     composio: FakeComposio, clock: Clock, disruptions: list[Disruption],
-    surfaced: list[tuple[str, int, float]],
+    surfaced: list[tuple[str, int, float]], finished: set[str],
 ) -> None:
     tags = list(handles)
     histories: dict[str, StepTimes] = dict(
@@ -432,12 +461,13 @@ async def _account(
     report.unknown_unsafe = sum(1 for key in unknown if TOOLS[key[2]] == UNSAFE_TOOL)
 
     executions = executions_by_key(composio)
+    # Only a finished run's last request shows every outcome: lost calls are counted over those.
     expected = {(t, turn, call) for t in tags for turn in range(config.turns) for call in range(len(TOOLS))}
     report.tool_calls = len(expected)
     report.tool_executions = sum(len(executions.get(key, [])) for key in expected)
     for key in expected:
         runs = executions.get(key, [])
-        if not runs and key not in unknown:
+        if not runs and key not in unknown and key[0] in finished:
             report.tool_lost += 1
         done_at = histories[key[0]].tool_completed.get(key)
         if done_at is not None:

@@ -299,9 +299,12 @@ async def test_denied_or_timed_out_calls_are_reported_to_the_model_and_never_run
         toolkits=[toolkit],
         approval=ApprovalPolicy(require_for=["NOTES_APPEND"], timeout_seconds=2),
     )
-    await _wait_until_waiting(handle)
-    # turn=None: whatever waits now.
-    await handle.signal(names.SIGNAL_APPROVE, ApprovalDecision(approved=False, reason="not today"))
+    waiting = await _wait_until_waiting(handle)
+    assert waiting.pending_approval is not None
+    turn = waiting.pending_approval.turn
+    await handle.signal(
+        names.SIGNAL_APPROVE, ApprovalDecision(approved=False, turn=turn, reason="not today")
+    )
     await _wait_until_waiting(handle)  # turn 1 asks again; nobody answers: times out after 2 s
     result = await handle.result()
 

@@ -124,13 +124,13 @@ class PendingApproval(BaseModel):
 class ApprovalDecision(BaseModel):
     """Payload of the `approve` signal: one decision for all calls waiting at `turn`.
 
-    A decision for a turn that is not waiting yet is kept for it; `turn=None` decides whatever
-    waits right now.
+    A decision for a turn that is not waiting yet is kept for it. Required, for the same reason as
+    `UnknownOutcomeDecision.keys`.
     """
 
     approved: bool
+    turn: int = Field(ge=0)
     reason: str | None = Field(default=None, max_length=2000)
-    turn: int | None = None
 
 
 class UnknownOutcomeAction(StrEnum):
@@ -143,12 +143,13 @@ class UnknownOutcomeDecision(BaseModel):
     """Payload of the `resolve_unknown` signal.
 
     `keys` names the calls decided (their idempotency keys, from `pending_unknown`); a decision for
-    a call that is not waiting yet is kept for it. None decides every call waiting right now.
+    a call that is not waiting yet is kept for it. Required: "whatever waits now" is not a stable
+    meaning, since a signal and the failure it decides may be applied in either order on replay.
     """
 
     action: UnknownOutcomeAction
     reason: str | None = Field(default=None, max_length=2000)
-    keys: list[str] | None = Field(default=None, max_length=256)
+    keys: list[str] = Field(min_length=1, max_length=256)
 
 
 class PendingUnknownOutcome(BaseModel):

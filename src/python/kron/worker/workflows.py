@@ -182,19 +182,12 @@ class AgentWorkflow:
     @workflow.signal(name=names.SIGNAL_APPROVE)
     def approve(self, decision: ApprovalDecision) -> None:
         """A human's decision on the tool calls waiting for approval at `decision.turn`."""
-        turn = decision.turn if decision.turn is not None else (
-            self._pending_approval.turn if self._pending_approval is not None else None
-        )
-        if turn is not None:
-            self._approvals[turn] = decision
+        self._approvals[decision.turn] = decision
 
     @workflow.signal(name=names.SIGNAL_RESOLVE_UNKNOWN)
     def resolve_unknown(self, decision: UnknownOutcomeDecision) -> None:
-        """A human's decision on tool calls whose outcome is unknown (by key, or all waiting now)."""
-        keys = decision.keys if decision.keys is not None else [
-            p.idempotency_key for p in self._pending_unknown
-        ]
-        for key in keys:
+        """A human's decision on the tool calls whose outcome is unknown, by idempotency key."""
+        for key in decision.keys:
             self._unknown_decisions[key] = decision
 
     @workflow.query(name=names.QUERY_STATUS)
@@ -358,12 +351,13 @@ class AgentWorkflow:
                 input.unknown_outcome_timeout_seconds,
             )
             decision = self._unknown_decisions.pop(key, None) or UnknownOutcomeDecision(
-                action=UnknownOutcomeAction.SKIP, reason="the run was cancelled"
+                action=UnknownOutcomeAction.SKIP, reason="the run was cancelled", keys=[key]
             )
         except TimeoutError:
             decision = UnknownOutcomeDecision(
                 action=UnknownOutcomeAction.SKIP,
                 reason=f"no decision within {input.unknown_outcome_timeout_seconds} s",
+                keys=[key],
             )
         finally:
             self._pending_unknown.remove(pending)
@@ -392,7 +386,7 @@ class AgentWorkflow:
             decision = self._approvals.pop(turn, None)
         except TimeoutError:
             decision = ApprovalDecision(
-                approved=False, reason=f"no decision within {policy.timeout_seconds} s"
+                approved=False, turn=turn, reason=f"no decision within {policy.timeout_seconds} s"
             )
         finally:
             self._pending_approval = None
