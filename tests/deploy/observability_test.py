@@ -15,18 +15,21 @@ import re
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 from prometheus_client.metrics import MetricWrapperBase
 
-from .manifests import DEPLOY
-
-RULES = DEPLOY / "prometheus" / "rules.yaml"
-RULES_TEST = DEPLOY / "prometheus" / "rules_test.yaml"
-DASHBOARDS = sorted((DEPLOY / "grafana").glob("*.json"))
+from kron_testing.dashboards import (
+    DASHBOARDS,
+    RULES,
+    RULES_TEST,
+    alert_names,
+    panel_exprs,
+    rule_exprs,
+    substitute,
+)
 
 # Temporal server (matching service) metrics the rules and dashboards use; labels as the server
 # exports them (measured on `temporal server start-dev`, Server 1.32).
@@ -122,30 +125,8 @@ def catalogue() -> dict[str, Metric]:
     return names
 
 
-def _rule_exprs() -> list[tuple[str, str]]:
-    groups = yaml.safe_load(RULES.read_text())["groups"]
-    return [(r.get("alert") or r.get("record"), r["expr"]) for g in groups for r in g["rules"]]
-
-
-def _panel_exprs() -> list[tuple[str, str]]:
-    out = []
-
-    def walk(name: str, panels: list[dict[str, Any]]) -> None:
-        for panel in panels:
-            walk(name, panel.get("panels", []))
-            for target in panel.get("targets", []):
-                out.append((f"{name}: {panel['title']} [{target['refId']}]", target["expr"]))
-
-    for path in DASHBOARDS:
-        walk(path.name, json.loads(path.read_text())["panels"])
-    return out
-
-
 def _substitute(expr: str) -> str:
-    for variable, value in GRAFANA_VARIABLES.items():
-        expr = expr.replace(variable, value)
-    assert "$" not in expr, f"unknown dashboard variable in {expr!r}"
-    return expr
+    return substitute(expr, GRAFANA_VARIABLES)
 
 
 def _selectors(expr: str) -> list[tuple[str, set[str], set[str]]]:
@@ -167,12 +148,12 @@ def _selectors(expr: str) -> list[tuple[str, set[str], set[str]]]:
     return found
 
 
-ALL_EXPRS = _rule_exprs() + _panel_exprs()
+ALL_EXPRS = rule_exprs() + panel_exprs()
 
 
 def test_there_are_rules_and_panels() -> None:
     assert DASHBOARDS, "no dashboard under deploy/grafana"
-    assert len(_rule_exprs()) >= 4 and len(_panel_exprs()) >= 20
+    assert len(rule_exprs()) >= 4 and len(panel_exprs()) >= 20
 
 
 def test_promtool_checks_the_rules(promtool: str) -> None:
@@ -200,7 +181,7 @@ def test_every_alert_has_a_unit_test() -> None:
         for case in test.get("alert_rule_test", [])
         if case.get("exp_alerts")
     }
-    alerts = {name for name, _ in _rule_exprs()}
+    alerts = set(alert_names())
     assert alerts <= tested, f"alerts never seen firing in rules_test.yaml: {sorted(alerts - tested)}"
 
 
@@ -212,7 +193,7 @@ def test_every_panel_query_parses(promtool: str, tmp_path: Path) -> None:
                 "name": "panels",
                 "rules": [
                     {"record": f"panel:query_{i}", "expr": _substitute(expr)}
-                    for i, (_, expr) in enumerate(_panel_exprs())
+                    for i, (_, expr) in enumerate(panel_exprs())
                 ],
             }
         ]

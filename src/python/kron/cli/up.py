@@ -57,6 +57,12 @@ KEY_VARIABLES = ("ANTHROPIC_API_KEY", "COMPOSIO_API_KEY")
 # Removed from the children's environment in demo mode (a lone key must not switch anything on).
 _SECRET_VARIABLES = (*KEY_VARIABLES, "KRON_COMPOSIO_API_KEY")
 HOST = "127.0.0.1"
+# Temporal's dynamic config for the local stack, unless --temporal-dynamic-config sets the key.
+TEMPORAL_DYNAMIC_CONFIG = {
+    # Backlog gauges (approximate_backlog_count/_age_seconds: the dashboard's queue panels) every 5 s
+    # rather than every minute: a local stack's queues change in seconds.
+    "matching.backlogMetricsEmitInterval": '"5s"',
+}
 
 
 def add_up_arguments(parser: argparse.ArgumentParser) -> None:
@@ -77,6 +83,9 @@ def add_up_arguments(parser: argparse.ArgumentParser) -> None:
                              "else ./dist)")
     parser.add_argument("--temporal-bin", metavar="PATH",
                         help="the `temporal` binary (default: $KRON_TEMPORAL_BIN, next to the interpreter, PATH)")
+    parser.add_argument("--temporal-dynamic-config", metavar="KEY=VALUE", action="append", default=[],
+                        help="a Temporal dynamic config value (repeatable; VALUE is YAML, e.g. "
+                             "'matching.backlogMetricsEmitInterval=\"1s\"')")
     parser.add_argument("--demo", action="store_true", help="the offline demo even when API keys are set")
     parser.add_argument("--drain-seconds", type=float, default=10.0,
                         help="on stop, in-flight steps get this long to finish (default 10)")
@@ -206,6 +215,7 @@ def plan(
     demo: bool,
     drain_seconds: float,
     environ: Mapping[str, str],
+    dynamic_config: Sequence[str] = (),
     python: str = sys.executable,
 ) -> list[Service]:
     """Temporal first, then the deployables, with their commands and environments."""
@@ -224,6 +234,12 @@ def plan(
         # Otherwise the server looks up a Temporal host on the internet at start-up.
         "--dynamic-config-value", "frontend.enableServerVersionCheck=false",
     ]
+    given = {entry.partition("=")[0].strip() for entry in dynamic_config}
+    for key, value in TEMPORAL_DYNAMIC_CONFIG.items():
+        if key not in given:
+            temporal_args += ["--dynamic-config-value", f"{key}={value}"]
+    for entry in dynamic_config:
+        temporal_args += ["--dynamic-config-value", entry]
     temporal_args += ["--ui-port", str(ports.ui), "--ui-disable-news-fetch"] if ports.ui else ["--headless"]
     services = [Service("temporal", temporal_args, {**base, "TEMPORAL_VERSION_CHECK_DISABLED": "1"}, None)]
 
@@ -486,6 +502,9 @@ def run_up(args: argparse.Namespace, environ: Mapping[str, str], out: TextIO, er
         temporal_metrics=args.temporal_metrics_port or free_port(),
     )
     temporal_bin = find_temporal_binary(args.temporal_bin, environ)
+    for entry in args.temporal_dynamic_config:
+        if not entry.partition("=")[0].strip() or "=" not in entry:
+            raise CliError("usage", f"--temporal-dynamic-config {entry!r}: use KEY=VALUE", exit_code=2)
     if launch == "pex":
         missing = [str(dist / p) for p in PEX_PATHS.values() if not (dist / p).is_file()]
         if missing:
@@ -499,7 +518,7 @@ def run_up(args: argparse.Namespace, environ: Mapping[str, str], out: TextIO, er
         check_ports(ports)
         services = plan(ports=ports, db_file=directory / "temporal.sqlite", temporal_bin=temporal_bin,
                         launch=launch, dist=dist, demo=mode.demo, drain_seconds=args.drain_seconds,
-                        environ=environ)
+                        environ=environ, dynamic_config=args.temporal_dynamic_config)
         prog = environ.get("KRON_PROG") or "kron"  # ./kron sets "./kron": the hint then works as printed
         return _supervise(args, services, ports, directory, logs_dir, mode, launch, prog, out, err)
     finally:

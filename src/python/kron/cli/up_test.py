@@ -82,6 +82,20 @@ def test_plan_wires_ports_modes_and_temporal() -> None:
     assert "--headless" in headless[0].argv and "--ui-port" not in headless[0].argv
 
 
+def _dynamic_config(argv: list[str]) -> list[str]:
+    return [argv[i + 1] for i, arg in enumerate(argv) if arg == "--dynamic-config-value"]
+
+
+def test_plan_passes_temporal_dynamic_config_with_local_defaults() -> None:
+    common = dict(ports=PORTS, db_file=Path("/f"), temporal_bin="t", launch="source", dist=Path("/"), demo=True,
+                  drain_seconds=1, environ={})
+    default = _dynamic_config(plan(**common)[0].argv)  # type: ignore[arg-type]
+    assert 'matching.backlogMetricsEmitInterval="5s"' in default
+    given = ['matching.backlogMetricsEmitInterval="1s"', "limit.maxIDLength=255"]
+    chosen = _dynamic_config(plan(**common, dynamic_config=given)[0].argv)  # type: ignore[arg-type]
+    assert chosen == ["frontend.enableServerVersionCheck=false", *given]
+
+
 def test_launch_mode_and_dist_dir(tmp_path: Path) -> None:
     pex = tmp_path / "dist" / "src.python.kron.cli" / "kron.pex"
     pex.parent.mkdir(parents=True)
