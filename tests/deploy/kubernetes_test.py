@@ -355,14 +355,10 @@ def test_probes_point_at_the_ports_the_code_listens_on(docs: list[Doc]) -> None:
             ), f"{_name(deployment)}: containerPorts {declared}, the code listens on {listening}"
             for kind in ("startupProbe", "livenessProbe", "readinessProbe"):
                 assert probe_port(container[kind], container) in listening, (_name(deployment), kind)
-        http_paths = {
-            c[k]["httpGet"]["path"]
-            for c in template["spec"]["containers"]
-            for k in ("livenessProbe", "readinessProbe")
-            if "httpGet" in c[k]
-        }
-        if package == "kron.gateway":
-            assert http_paths == {"/livez", "/readyz"}
+            if package is not None:  # every kron deployable serves both
+                paths = {kind: container[kind]["httpGet"]["path"] for kind in ("startupProbe", "livenessProbe", "readinessProbe")}
+                assert paths == {"startupProbe": "/livez", "livenessProbe": "/livez", "readinessProbe": "/readyz"}, (
+                    _name(deployment), paths)
 
 
 def test_grace_period_outlasts_prestop_and_drain(docs: list[Doc]) -> None:

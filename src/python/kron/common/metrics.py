@@ -2,15 +2,8 @@
 
 from __future__ import annotations
 
-from prometheus_client import REGISTRY, CollectorRegistry, start_http_server
-
 # Step and request latencies span a few ms (fake servers, cache hits) to minutes (long model calls).
 LATENCY_BUCKETS_SECONDS = (
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
 )
 
-
-def serve_metrics(port: int, host: str = "127.0.0.1", registry: CollectorRegistry = REGISTRY) -> int:
-    """Expose /metrics on `host:port` from a background thread; port 0 picks a free one."""
-    server, _ = start_http_server(port, addr=host, registry=registry)
-    return int(server.server_port)

@@ -19,7 +19,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Worker
 
 from kron.common.logging import configure_logging, get_logger
-from kron.common.metrics import serve_metrics
+from kron.common.ops import Health, serve_ops
 from kron.common.schedules import ScheduleSettings, ScheduleStore
 from kron.scheduler.activities import SchedulerActivities
 from kron.scheduler.metrics import SchedulerMetrics
@@ -75,40 +75,58 @@ async def run_scheduler(
             "(KRON_DEV_MODE=true skips the check)"
         )
     stop = stop or asyncio.Event()
+    metrics = SchedulerMetrics(registry)
+    # /livez, /readyz and /metrics from the start: probes see "starting" while Temporal connects.
+    health = Health(stall_seconds=settings.liveness_stall_seconds)
+    ops = serve_ops(settings.metrics_port, settings.metrics_host, health, registry)
+    try:
+        await _serve(settings, schedule_settings, stop, metrics, health, ops.port)
+    finally:
+        ops.close()
+    log.info("scheduler stopped")
+
+
+async def _serve(
+    settings: SchedulerSettings, schedule_settings: ScheduleSettings, stop: asyncio.Event,
+    metrics: SchedulerMetrics, health: Health, metrics_port: int,
+) -> None:
     client = await Client.connect(
         settings.temporal_address, namespace=settings.temporal_namespace, data_converter=pydantic_data_converter
     )
-    metrics = SchedulerMetrics(registry)
-    metrics_port = serve_metrics(settings.metrics_port, settings.metrics_host, registry)
-    activities = SchedulerActivities(
-        client,
-        metrics,
-        LazyConnections(composio_connections_factory(settings)),
-        connect_callback_url=settings.connect_callback_url,
-        observe_interval_seconds=schedule_settings.schedule_observe_interval_seconds,
-    )
-    worker = build_worker(client, schedule_settings.scheduler_task_queue, activities,
-                          drain_seconds=settings.drain_seconds)
-    source = build_source(settings)
-    store = ScheduleStore(client, schedule_settings, agent_task_queue=settings.agent_task_queue)
+    watch = asyncio.create_task(health.watch(client))
+    try:
+        activities = SchedulerActivities(
+            client,
+            metrics,
+            LazyConnections(composio_connections_factory(settings)),
+            connect_callback_url=settings.connect_callback_url,
+            observe_interval_seconds=schedule_settings.schedule_observe_interval_seconds,
+        )
+        worker = build_worker(client, schedule_settings.scheduler_task_queue, activities,
+                              drain_seconds=settings.drain_seconds)
+        source = build_source(settings)
+        store = ScheduleStore(client, schedule_settings, agent_task_queue=settings.agent_task_queue)
 
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
 
-    log.info("scheduler started", task_queue=schedule_settings.scheduler_task_queue,
-             agent_task_queue=settings.agent_task_queue, source=settings.scheduler_source.value,
-             temporal=settings.temporal_address, metrics_port=metrics_port, pid=os.getpid())
-    async with worker:
-        # Tests and supervisors wait for this line before they count the scheduler as ready.
-        print(f"kron-scheduler ready metrics_port={metrics_port}", flush=True)
-        if source is not None:
-            sync = ScheduleSync(store, source, schedule_settings.limits, metrics)
-            await sync.run(stop, settings.scheduler_resync_seconds)
-        else:
-            await stop.wait()
-        log.info("draining", grace_seconds=settings.drain_seconds)
-    log.info("scheduler stopped")
+        log.info("scheduler started", task_queue=schedule_settings.scheduler_task_queue,
+                 agent_task_queue=settings.agent_task_queue, source=settings.scheduler_source.value,
+                 temporal=settings.temporal_address, metrics_port=metrics_port, pid=os.getpid())
+        async with worker:
+            health.started()
+            # Tests and supervisors wait for this line before they count the scheduler as ready.
+            print(f"kron-scheduler ready metrics_port={metrics_port}", flush=True)
+            if source is not None:
+                sync = ScheduleSync(store, source, schedule_settings.limits, metrics)
+                await sync.run(stop, settings.scheduler_resync_seconds)
+            else:
+                await stop.wait()
+            health.draining()
+            log.info("draining", grace_seconds=settings.drain_seconds)
+    finally:
+        watch.cancel()
 
 
 def main() -> None:

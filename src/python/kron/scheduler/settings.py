@@ -33,6 +33,8 @@ class SchedulerSettings(BaseSettings):
     metrics_port: int = Field(default=9465, ge=0, le=65535)  # 0: pick a free port
     log_level: str = "INFO"
     drain_seconds: float = Field(default=10.0, ge=0)
+    # /livez fails (Kubernetes restarts the pod) when the event loop has not turned for this long.
+    liveness_stall_seconds: float = Field(default=60.0, gt=0)
 
     # Declarative schedules.
     scheduler_source: SourceKind = SourceKind.NONE

@@ -21,7 +21,7 @@ from kron.agent_core.ports import LLM, ToolProvider
 from kron.agent_core.settings import AgentSettings
 from kron.agent_core.tool_safety import ToolSafetyPolicy
 from kron.common.logging import configure_logging, get_logger
-from kron.common.metrics import serve_metrics
+from kron.common.ops import Health, serve_ops
 from kron.worker.activities import AgentActivities
 from kron.worker.interceptors import LogContextInterceptor
 from kron.worker.settings import WorkerSettings
@@ -88,21 +88,32 @@ async def run_worker(settings: WorkerSettings, agent: AgentSettings) -> None:
             settings.webhook_secret.get_secret_value().encode() if settings.webhook_secret else None
         ),
     )
-    client = await Client.connect(
-        settings.temporal_address,
-        namespace=settings.temporal_namespace,
-        data_converter=pydantic_data_converter,
-    )
-    metrics_port = serve_metrics(settings.metrics_port, settings.metrics_host)
-    worker = build_worker(client, settings, activities)
-    log.info("worker started", task_queue=settings.task_queue, temporal=settings.temporal_address,
-             metrics_port=metrics_port, demo_mode=settings.demo_mode, pid=os.getpid())
-    # Tests and supervisors wait for this line on stdout before they count the worker as ready.
-    print(f"kron-worker ready metrics_port={metrics_port}", flush=True)
-    async with worker:
-        await stop.wait()
-        log.info("draining", grace_seconds=settings.drain_seconds)
-    await activities.aclose()
+    # /livez, /readyz and /metrics from the start: probes see "starting" while Temporal connects.
+    health = Health(stall_seconds=settings.liveness_stall_seconds)
+    ops = serve_ops(settings.metrics_port, settings.metrics_host, health)
+    try:
+        client = await Client.connect(
+            settings.temporal_address,
+            namespace=settings.temporal_namespace,
+            data_converter=pydantic_data_converter,
+        )
+        watch = asyncio.create_task(health.watch(client))
+        try:
+            worker = build_worker(client, settings, activities)
+            log.info("worker started", task_queue=settings.task_queue, temporal=settings.temporal_address,
+                     metrics_port=ops.port, demo_mode=settings.demo_mode, pid=os.getpid())
+            async with worker:
+                health.started()
+                # Tests and supervisors wait for this line on stdout before they count the worker as ready.
+                print(f"kron-worker ready metrics_port={ops.port}", flush=True)
+                await stop.wait()
+                health.draining()
+                log.info("draining", grace_seconds=settings.drain_seconds)
+        finally:
+            watch.cancel()
+        await activities.aclose()
+    finally:
+        ops.close()
     log.info("worker stopped")
 
 

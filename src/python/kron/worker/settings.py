@@ -22,6 +22,8 @@ class WorkerSettings(BaseSettings):
     log_level: str = "INFO"
     # On SIGTERM: stop polling, give in-flight steps this long to finish, then hand them back.
     drain_seconds: float = Field(default=20.0, ge=0)
+    # /livez fails (Kubernetes restarts the pod) when the event loop has not turned for this long.
+    liveness_stall_seconds: float = Field(default=60.0, gt=0)
     max_concurrent_activities: int = Field(default=200, ge=1)
     max_concurrent_workflow_tasks: int = Field(default=100, ge=1)
     max_cached_workflows: int = Field(default=2000, ge=0)
