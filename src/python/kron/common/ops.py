@@ -14,10 +14,11 @@ Failures are 503 with `{"error": "not_live" | "not_ready", "detail": ...}`, as o
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from datetime import timedelta
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, make_server
@@ -99,6 +100,15 @@ class Health:
                 self.temporal(error)
             await asyncio.sleep(BEAT_SECONDS)
 
+    @contextlib.asynccontextmanager
+    async def watching(self, client: Client) -> AsyncIterator[None]:
+        """`watch` in the background for the duration of the block."""
+        task = asyncio.create_task(self.watch(client))
+        try:
+            yield
+        finally:
+            task.cancel()
+
 
 async def _temporal_error(client: Client, timeout: float) -> str | None:
     try:
@@ -121,6 +131,12 @@ class OpsServer:
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(timeout=5)
+
+    def __enter__(self) -> OpsServer:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
 
 class _QuietHandler(WSGIRequestHandler):

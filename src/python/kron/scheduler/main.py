@@ -78,23 +78,10 @@ async def run_scheduler(
     metrics = SchedulerMetrics(registry)
     # /livez, /readyz and /metrics from the start: probes see "starting" while Temporal connects.
     health = Health(stall_seconds=settings.liveness_stall_seconds)
-    ops = serve_ops(settings.metrics_port, settings.metrics_host, health, registry)
-    try:
-        await _serve(settings, schedule_settings, stop, metrics, health, ops.port)
-    finally:
-        ops.close()
-    log.info("scheduler stopped")
-
-
-async def _serve(
-    settings: SchedulerSettings, schedule_settings: ScheduleSettings, stop: asyncio.Event,
-    metrics: SchedulerMetrics, health: Health, metrics_port: int,
-) -> None:
-    client = await Client.connect(
-        settings.temporal_address, namespace=settings.temporal_namespace, data_converter=pydantic_data_converter
-    )
-    watch = asyncio.create_task(health.watch(client))
-    try:
+    with serve_ops(settings.metrics_port, settings.metrics_host, health, registry) as ops:
+        client = await Client.connect(
+            settings.temporal_address, namespace=settings.temporal_namespace, data_converter=pydantic_data_converter
+        )
         activities = SchedulerActivities(
             client,
             metrics,
@@ -113,11 +100,11 @@ async def _serve(
 
         log.info("scheduler started", task_queue=schedule_settings.scheduler_task_queue,
                  agent_task_queue=settings.agent_task_queue, source=settings.scheduler_source.value,
-                 temporal=settings.temporal_address, metrics_port=metrics_port, pid=os.getpid())
-        async with worker:
+                 temporal=settings.temporal_address, metrics_port=ops.port, pid=os.getpid())
+        async with health.watching(client), worker:
             health.started()
             # Tests and supervisors wait for this line before they count the scheduler as ready.
-            print(f"kron-scheduler ready metrics_port={metrics_port}", flush=True)
+            print(f"kron-scheduler ready metrics_port={ops.port}", flush=True)
             if source is not None:
                 sync = ScheduleSync(store, source, schedule_settings.limits, metrics)
                 await sync.run(stop, settings.scheduler_resync_seconds)
@@ -125,8 +112,7 @@ async def _serve(
                 await stop.wait()
             health.draining()
             log.info("draining", grace_seconds=settings.drain_seconds)
-    finally:
-        watch.cancel()
+    log.info("scheduler stopped")
 
 
 def main() -> None:

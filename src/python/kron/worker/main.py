@@ -90,30 +90,23 @@ async def run_worker(settings: WorkerSettings, agent: AgentSettings) -> None:
     )
     # /livez, /readyz and /metrics from the start: probes see "starting" while Temporal connects.
     health = Health(stall_seconds=settings.liveness_stall_seconds)
-    ops = serve_ops(settings.metrics_port, settings.metrics_host, health)
-    try:
+    with serve_ops(settings.metrics_port, settings.metrics_host, health) as ops:
         client = await Client.connect(
             settings.temporal_address,
             namespace=settings.temporal_namespace,
             data_converter=pydantic_data_converter,
         )
-        watch = asyncio.create_task(health.watch(client))
-        try:
-            worker = build_worker(client, settings, activities)
-            log.info("worker started", task_queue=settings.task_queue, temporal=settings.temporal_address,
-                     metrics_port=ops.port, demo_mode=settings.demo_mode, pid=os.getpid())
-            async with worker:
-                health.started()
-                # Tests and supervisors wait for this line on stdout before they count the worker as ready.
-                print(f"kron-worker ready metrics_port={ops.port}", flush=True)
-                await stop.wait()
-                health.draining()
-                log.info("draining", grace_seconds=settings.drain_seconds)
-        finally:
-            watch.cancel()
+        worker = build_worker(client, settings, activities)
+        log.info("worker started", task_queue=settings.task_queue, temporal=settings.temporal_address,
+                 metrics_port=ops.port, demo_mode=settings.demo_mode, pid=os.getpid())
+        async with health.watching(client), worker:
+            health.started()
+            # Tests and supervisors wait for this line on stdout before they count the worker as ready.
+            print(f"kron-worker ready metrics_port={ops.port}", flush=True)
+            await stop.wait()
+            health.draining()
+            log.info("draining", grace_seconds=settings.drain_seconds)
         await activities.aclose()
-    finally:
-        ops.close()
     log.info("worker stopped")
 
 
