@@ -64,6 +64,9 @@ class TemporalDevServer:
             "--sqlite-pragma", "synchronous=off",
             "--search-attribute", f"{SEARCH_ATTRIBUTE_USER}=Keyword",
             "--dynamic-config-value", "frontend.enableServerVersionCheck=false",
+            # Transfer task reads are capped at 20/s by default: ~40 ms per workflow step on the
+            # dev server's single shard (see kron.cli.up.TEMPORAL_DYNAMIC_CONFIG).
+            "--dynamic-config-value", "history.transferProcessorMaxPollRPS=1000",
         ]
         env = dict(os.environ, TEMPORAL_VERSION_CHECK_DISABLED="1")
         with open(self.log_path, "ab") as log:

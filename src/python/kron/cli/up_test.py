@@ -91,9 +91,10 @@ def test_plan_passes_temporal_dynamic_config_with_local_defaults() -> None:
                   drain_seconds=1, environ={})
     default = _dynamic_config(plan(**common)[0].argv)  # type: ignore[arg-type]
     assert 'matching.backlogMetricsEmitInterval="5s"' in default
+    assert "history.transferProcessorMaxPollRPS=1000" in default
     given = ['matching.backlogMetricsEmitInterval="1s"', "limit.maxIDLength=255"]
     chosen = _dynamic_config(plan(**common, dynamic_config=given)[0].argv)  # type: ignore[arg-type]
-    assert chosen == ["frontend.enableServerVersionCheck=false", *given]
+    assert chosen == ["frontend.enableServerVersionCheck=false", "history.transferProcessorMaxPollRPS=1000", *given]
 
 
 def test_launch_mode_and_dist_dir(tmp_path: Path) -> None:
