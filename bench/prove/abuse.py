@@ -314,12 +314,17 @@ async def _run(
 
     llm.responder = AgentScript(1, [READ_ONLY_TOOL, UNSAFE_TOOL], model)
     queue = f"abuse-{uuid.uuid4().hex[:8]}"
-    worker_env_ = worker_env(server.address, queue, llm, composio, KRON_LOG_LEVEL="INFO")
-    gateway_env_ = gateway_env(server.address, queue, composio, KRON_LOG_LEVEL="INFO")
-    worker, gateway = await asyncio.gather(
-        asyncio.to_thread(fleet.worker, worker_env_), asyncio.to_thread(fleet.gateway, gateway_env_)
+    # This suite's webhook receiver listens on loopback, so this stack allows private networks; a
+    # second gateway with the production default (refuse them) takes the SSRF probes.
+    private_ok = {"KRON_WEBHOOK_ALLOW_PRIVATE_NETWORKS": "true"}
+    worker_env_ = worker_env(server.address, queue, llm, composio, KRON_LOG_LEVEL="INFO", **private_ok)
+    gateway_env_ = gateway_env(server.address, queue, composio, KRON_LOG_LEVEL="INFO", **private_ok)
+    worker, gateway, strict_gateway = await asyncio.gather(
+        asyncio.to_thread(fleet.worker, worker_env_), asyncio.to_thread(fleet.gateway, gateway_env_),
+        asyncio.to_thread(fleet.gateway, gateway_env(server.address, queue, composio)),
     )
     base_url = f"http://127.0.0.1:{ready_value(gateway, 'kron-gateway ready', 'port')}"
+    strict_url = f"http://127.0.0.1:{ready_value(strict_gateway, 'kron-gateway ready', 'port')}"
     metrics_url = f"http://127.0.0.1:{ready_value(worker, 'kron-worker ready', 'metrics_port')}/metrics"
     minting = GatewaySettings(dev_mode=True, jwt_secret=SecretStr(JWT_SECRET))
     tokens = {u: issue_token(u, minting).access_token for u in users}
@@ -334,6 +339,8 @@ async def _run(
         # signed webhook, a model auth failure, a Composio 503.
         alice_tasks = await _alice_runs(api, http, auth["alice"], sink)
         await _bodies(api, auth["prober"], sink)
+        async with httpx.AsyncClient(base_url=strict_url, timeout=30) as strict_http:
+            await _ssrf(Api(strict_http, report), auth["prober"])
         await _jwt_attacks(api, tokens["mallory"])
         await _cross_user(api, http, auth, alice_tasks)
         await _flood(api, http, auth["flood"], config.flood)
@@ -351,6 +358,7 @@ async def _run(
     report.gateway_rss_mib = (before_rss, memory.rss_mib if memory else 0.0)
 
     histories = await _histories(client)
+    await asyncio.to_thread(strict_gateway.terminate, 30)
     report.gateway_exit = await asyncio.to_thread(gateway.terminate, 30)
     report.worker_exit = await asyncio.to_thread(worker.terminate, 30)
 
@@ -395,12 +403,33 @@ async def _alice_runs(
     )
     api.report.probes.append(Probe("runs", "webhook delivered, HMAC-signed with the webhook secret",
                                    "1 (1 valid)", f"{delivered} ({signed} valid)", delivered == signed == 1))
-    if delivered:
-        api.report.observations.append(
-            f"callback_url {sink.url} (loopback) was accepted and the worker POSTed to it: kron does "
-            "not restrict webhook targets (SSRF surface for internal addresses)"
-        )
     return task_ids
+
+
+# Hosts a user must not reach through kron's worker (KRON_WEBHOOK_ALLOW_PRIVATE_NETWORKS=false).
+SSRF_CALLBACKS = (
+    "http://127.0.0.1:8080/admin", "http://169.254.169.254/latest/meta-data/", "http://[::1]/",
+    "http://[::ffff:127.0.0.1]/", "http://0.0.0.0:9464/metrics", "http://10.0.0.5/", "http://192.168.1.1/",
+    "http://100.64.0.1/", "http://localhost:7233/", "http://metadata.google.internal/", "http://printer.local/",
+    "http://user:pass@example.com/hook",
+)
+
+
+async def _ssrf(api: Api, headers: dict[str, str]) -> None:
+    """callback_urls on loopback, private, link-local (cloud metadata) or local-only names: 422
+    `callback_url_not_allowed` on dispatch and on schedule creation."""
+
+    def not_allowed(response: httpx.Response) -> str | None:
+        kinds = [e.get("type") for e in response.json().get("errors", [])]
+        return None if kinds == ["callback_url_not_allowed"] else f"errors {kinds}"
+
+    for url in SSRF_CALLBACKS:
+        await api.probe("ssrf", f"dispatch callback_url {url}", {422}, "POST", "/tasks/dispatch", headers=headers,
+                        json={"goal": "x", "callback_url": url}, check=not_allowed)
+    await api.probe("ssrf", "schedule callback_url http://169.254.169.254/", {422}, "POST", "/schedules",
+                    headers=headers, check=not_allowed, json={
+                        "name": "ssrf", "timing": {"cron": ["0 0 1 1 *"]},
+                        "run": {"goal": "x", "callback_url": "http://169.254.169.254/latest/meta-data/"}})
 
 
 async def _wait_terminal(

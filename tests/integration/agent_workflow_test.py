@@ -24,9 +24,11 @@ from kron.contracts.models import (
     RunStatus,
     StepKind,
 )
+from kron.worker.main import build_worker
+from kron.worker.settings import WorkerSettings
 from kron_testing import fake_anthropic as replies
 
-from .conftest import ANTHROPIC_KEY, WEBHOOK_SECRET, Stack
+from .conftest import ANTHROPIC_KEY, WEBHOOK_SECRET, Stack, make_activities
 
 
 def _sample(name: str, **labels: str) -> float:
@@ -259,6 +261,28 @@ async def test_a_failing_webhook_never_changes_the_result(running_stack: Stack) 
     handle = await running_stack.start_run(callback_url="http://127.0.0.1:9/nothing-listens-here")
     result = await handle.result()
     assert result.status == RunStatus.COMPLETED and result.output == "still fine"
+
+
+async def test_webhooks_to_private_addresses_are_refused_by_default(
+    stack: Stack, webhook: _WebhookReceiver
+) -> None:
+    """Production default: a callback_url on loopback (as on any private or link-local network, cloud
+    metadata included) gets no POST; the refusal is counted and the run's result is unchanged."""
+    activities = make_activities(stack.llm, stack.composio, webhook_allow_private_networks=False)
+    refused_before = _sample("kron_webhooks_total", outcome="refused")
+    worker = build_worker(stack.client, WorkerSettings(task_queue=stack.task_queue, drain_seconds=1), activities)
+    async with worker:
+        stack.llm.enqueue(replies.text("done"))
+        handle = await stack.start_run(callback_url=webhook.url)
+        result = await handle.result()
+        for _ in range(50):
+            if _sample("kron_webhooks_total", outcome="refused") > refused_before:
+                break
+            await asyncio.sleep(0.1)
+    await activities.aclose()
+    assert result.status == RunStatus.COMPLETED and result.output == "done"
+    assert _sample("kron_webhooks_total", outcome="refused") == refused_before + 1
+    assert webhook.bodies == []
 
 
 async def _wait_until_waiting(handle: Any) -> RunProgress:

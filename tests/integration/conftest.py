@@ -117,6 +117,7 @@ class Stack:
             "KRON_METRICS_PORT": "0",
             "KRON_DRAIN_SECONDS": "5",
             "KRON_WEBHOOK_SECRET": WEBHOOK_SECRET,
+            "KRON_WEBHOOK_ALLOW_PRIVATE_NETWORKS": "true",
             "KRON_LOG_LEVEL": "WARNING",
             "ANTHROPIC_API_KEY": ANTHROPIC_KEY,
             "ANTHROPIC_BASE_URL": self.llm.base_url,
@@ -125,12 +126,16 @@ class Stack:
         }
 
 
-def make_activities(llm: FakeAnthropic, composio: FakeComposio) -> AgentActivities:
+def make_activities(
+    llm: FakeAnthropic, composio: FakeComposio, *, webhook_allow_private_networks: bool = True
+) -> AgentActivities:
+    """Webhooks may go to private networks by default here: the tests' receivers are on loopback."""
     return AgentActivities(
         AnthropicLLM(api_key=ANTHROPIC_KEY, base_url=llm.base_url, max_retries=0),
         ComposioToolProvider(api_key=COMPOSIO_KEY, base_url=composio.base_url),
         default_model="claude-sonnet-5",
         webhook_secret=WEBHOOK_SECRET.encode(),
+        webhook_allow_private_networks=webhook_allow_private_networks,
     )
 
 

@@ -153,6 +153,11 @@ INVALID_BODIES: list[tuple[str, Any, int, str]] = [
     ("negative budget", {"goal": "x", "budget": -1}, 422, "validation_error"),
     ("ftp callback", {"goal": "x", "callback_url": "ftp://example.com/hook"}, 422, "validation_error"),
     ("javascript callback", {"goal": "x", "callback_url": "javascript:alert(1)"}, 422, "validation_error"),
+    ("loopback callback", {"goal": "x", "callback_url": "http://127.0.0.1:8080/admin"}, 422, "validation_error"),
+    ("cloud metadata callback", {"goal": "x", "callback_url": "http://169.254.169.254/latest/"}, 422,
+     "validation_error"),
+    ("localhost callback", {"goal": "x", "callback_url": "http://localhost/"}, 422, "validation_error"),
+    ("callback with credentials", {"goal": "x", "callback_url": "https://u:p@example.com/"}, 422, "validation_error"),
     ("bad toolkit slug", {"goal": "x", "toolkits": ["../etc"]}, 422, "validation_error"),
     ("too many toolkits", {"goal": "x", "toolkits": [f"t{i}" for i in range(17)]}, 422, "validation_error"),
     ("wrong type", {"goal": 5}, 422, "validation_error"),
@@ -174,6 +179,8 @@ async def test_invalid_dispatches_are_4xx_json_and_start_nothing(
     assert response.headers["content-type"].startswith("application/json")
     assert response.json()["error"] == error and isinstance(response.json()["detail"], str)
     assert "x" * 100 not in response.text  # errors never echo the input back
+    if "callback" in name and name not in ("ftp callback", "javascript callback"):
+        assert [e["type"] for e in response.json()["errors"]] == ["callback_url_not_allowed"]
 
 
 async def test_chunked_body_over_the_limit_is_413(gateway: Gateway) -> None:

@@ -153,6 +153,15 @@ async def test_invalid_timing_is_a_422_that_says_what_is_wrong(
     assert any(".".join(e["loc"]).startswith(loc or "") for e in error["errors"])
 
 
+async def test_a_callback_url_on_a_private_network_is_a_422(api: Api, scheduler: Scheduler) -> None:
+    for url in ("http://169.254.169.254/latest/meta-data/", "http://localhost:8080/", "not a url"):
+        response = await api.call("POST", "/schedules", scheduler.user,
+                                  json=body(unique("hook"), run={"goal": "triage", "callback_url": url}))
+        assert response.status_code == 422, response.text
+        assert [(e["loc"], e["type"]) for e in response.json()["errors"]] == [
+            (["body", "run", "callback_url"], "callback_url_not_allowed")]
+
+
 async def test_creating_for_an_unconnected_toolkit_is_a_409_with_the_link(api: Api, scheduler: Scheduler) -> None:
     response = await api.call("POST", "/schedules", scheduler.user,
                               json=body(unique("digest"), run={"goal": "triage", "toolkits": ["GitHub"]}))

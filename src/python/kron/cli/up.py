@@ -252,6 +252,8 @@ def plan(
         "KRON_DEMO_MODE": "true" if demo else "false",
         # The local stack: placeholder JWT secret, POST /auth/token and /docs on; loopback only.
         "KRON_DEV_MODE": "true",
+        # Webhook receivers of a local stack are local too (production refuses private addresses).
+        "KRON_WEBHOOK_ALLOW_PRIVATE_NETWORKS": "true",
     }
     own = {
         "worker": {"KRON_METRICS_HOST": HOST, "KRON_METRICS_PORT": str(ports.worker_metrics),

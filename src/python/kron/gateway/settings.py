@@ -82,6 +82,9 @@ class GatewaySettings(BaseSettings):
     preflight_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
     # Where Composio sends the user back after connecting a toolkit.
     connect_callback_url: str | None = None
+    # callback_urls on loopback/private/link-local hosts (kron.common.callback_urls); the worker's
+    # setting of the same name decides at send time. Off in production.
+    webhook_allow_private_networks: bool = False
 
     @field_validator("allowed_model_pattern")
     @classmethod

@@ -31,6 +31,7 @@ from kron.agent_core.types import (
     ToolResult,
     ToolTransportError,
 )
+from kron.common.callback_urls import CallbackRefused, pinned_request
 from kron.common.logging import get_logger
 from kron.contracts.models import AgentRunResult, ToolSafety
 from kron.worker import metrics
@@ -97,6 +98,7 @@ class AgentActivities:
         default_model: str,
         safety_policy: ToolSafetyPolicy | None = None,
         webhook_secret: bytes | None = None,
+        webhook_allow_private_networks: bool = False,
         heartbeat_interval_seconds: float = 1.0,
     ) -> None:
         self._llm = llm
@@ -104,8 +106,10 @@ class AgentActivities:
         self._default_model = default_model
         self._safety = safety_policy or ToolSafetyPolicy()
         self._webhook_secret = webhook_secret
+        self._webhook_allow_private = webhook_allow_private_networks
         self._heartbeat_interval = heartbeat_interval_seconds
-        self._http = httpx.AsyncClient(timeout=httpx.Timeout(5.0))
+        # No redirects: the address check holds for the URL it checked, not for where a 3xx points.
+        self._http = httpx.AsyncClient(timeout=httpx.Timeout(5.0), follow_redirects=False)
 
     @activity.defn(name="call_model")
     async def call_model(self, input: ModelCallInput) -> ModelResponse:
@@ -186,7 +190,15 @@ class AgentActivities:
             digest = hmac.new(self._webhook_secret, body, hashlib.sha256).hexdigest()
             headers[WEBHOOK_SIGNATURE_HEADER] = f"sha256={digest}"
         try:
-            response = await self._http.post(input.callback_url, content=body, headers=headers)
+            target = await pinned_request(input.callback_url, allow_private=self._webhook_allow_private)
+        except CallbackRefused as refused:
+            metrics.WEBHOOKS.labels(outcome="refused").inc()
+            log.warning("webhook refused", reason=str(refused))
+            raise ApplicationError(str(refused), type="CallbackRefused", non_retryable=True) from None
+        try:
+            response = await self._http.post(
+                target.url, content=body, headers={**headers, **target.headers}, extensions=target.extensions
+            )
             response.raise_for_status()
         except httpx.HTTPError as exc:
             metrics.WEBHOOKS.labels(outcome="error").inc()

@@ -87,6 +87,7 @@ async def run_worker(settings: WorkerSettings, agent: AgentSettings) -> None:
         webhook_secret=(
             settings.webhook_secret.get_secret_value().encode() if settings.webhook_secret else None
         ),
+        webhook_allow_private_networks=settings.webhook_allow_private_networks,
     )
     # /livez, /readyz and /metrics from the start: probes see "starting" while Temporal connects.
     health = Health(stall_seconds=settings.liveness_stall_seconds)

@@ -23,7 +23,11 @@ STEP_DURATION = Histogram(
     ["kind"],
     buckets=LATENCY_BUCKETS_SECONDS,
 )
-WEBHOOKS = Counter("kron_webhooks_total", "Completion webhooks sent, by outcome.", ["outcome"])
+WEBHOOKS = Counter(
+    "kron_webhooks_total",
+    "Completion webhooks, by outcome (ok, error, refused: a callback_url on a non-public network).",
+    ["outcome"],
+)
 
 # Series exist (at 0) from the start, so dashboards and alerts see "none yet" rather than "no data".
 for _status in RunStatus:
@@ -36,5 +40,5 @@ for _outcome in ("ok", "error", "transport_error"):
     TOOL_CALLS.labels(outcome=_outcome)
 for _kind in ("model", "tool"):
     STEP_DURATION.labels(kind=_kind)
-for _outcome in ("ok", "error"):
+for _outcome in ("ok", "error", "refused"):
     WEBHOOKS.labels(outcome=_outcome)

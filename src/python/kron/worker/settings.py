@@ -31,6 +31,9 @@ class WorkerSettings(BaseSettings):
     sticky_queue_timeout_seconds: float = Field(default=2.0, gt=0)
     # Signs webhook bodies (HMAC-SHA256). Without it, webhooks are sent unsigned.
     webhook_secret: SecretStr | None = None
+    # Webhooks to loopback/private/link-local addresses (kron.common.callback_urls). Off in production:
+    # a user's callback_url must not reach what only the cluster can.
+    webhook_allow_private_networks: bool = False
     # Tool safety overrides by tool slug or toolkit, JSON: {"github": "read_only", "X_Y": "unsafe"}.
     tool_safety: dict[str, ToolSafety] = Field(default_factory=dict)
     # Use the offline demo model and tools instead of Anthropic and Composio (local stack, demos).

@@ -16,6 +16,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Depends, Path, Query, Request, Response
 from pydantic import BaseModel, Field, ValidationError
 
+from kron.common.callback_urls import url_problem
 from kron.common.logging import get_logger
 from kron.common.schedules import (
     ScheduleExists,
@@ -401,6 +402,10 @@ def _check(definition: ScheduleDefinition, settings: GatewaySettings, schedule_s
         reject("max_iterations", f"Must be at most {settings.max_iterations_limit}", "less_than_equal")
     if run.token_budget is not None and run.token_budget > settings.max_token_budget:
         reject("token_budget", f"Must be at most {settings.max_token_budget} tokens", "less_than_equal")
+    if run.callback_url is not None:
+        problem = url_problem(run.callback_url, allow_private=settings.webhook_allow_private_networks)
+        if problem is not None:
+            reject("callback_url", f"callback_url {problem}", "callback_url_not_allowed")
     if errors:
         raise validation_error(errors)
 

@@ -17,6 +17,7 @@ from fastapi.responses import StreamingResponse
 from temporalio.client import Client, WorkflowExecutionDescription
 from temporalio.service import RPCError
 
+from kron.common.callback_urls import url_problem
 from kron.common.logging import get_logger
 from kron.contracts import names
 from kron.contracts.models import (
@@ -182,6 +183,10 @@ def _run_input(
         reject("max_iterations", f"Must be at most {settings.max_iterations_limit}", "less_than_equal")
     if body.budget is not None and body.budget > settings.max_token_budget:
         reject("budget", f"Must be at most {settings.max_token_budget} tokens", "less_than_equal")
+    if body.callback_url is not None:
+        problem = url_problem(str(body.callback_url), allow_private=settings.webhook_allow_private_networks)
+        if problem is not None:
+            reject("callback_url", f"callback_url {problem}", "callback_url_not_allowed")
     if errors:
         raise validation_error(errors)
     optional: dict[str, Any] = {}
