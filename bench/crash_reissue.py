@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import sys
 import time
 import uuid
 
@@ -111,4 +112,5 @@ if __name__ == "__main__":
     parser.add_argument("--kill-at", type=int, default=5)
     args = parser.parse_args()
     asyncio.run(main(args.turns, args.kill_at))
+    sys.stdout.flush()  # os._exit skips the flush a piped stdout needs
     os._exit(0)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import sys
 import time
 import uuid
 
@@ -24,6 +25,7 @@ from kron.agent_core.composio_tools import ComposioToolProvider
 from kron.agent_core.loop import AgentLoop, RunLimits
 from kron.agent_core.runner import run_agent
 from kron.contracts import names
+from kron.common.logging import configure_logging
 from kron.contracts.models import AgentRunInput, AgentRunResult, RunStatus
 from kron.worker.activities import AgentActivities
 from kron.worker.main import build_worker
@@ -91,5 +93,7 @@ if __name__ == "__main__":
     parser.add_argument("--turns", type=int, default=20)
     parser.add_argument("--runs", type=int, default=7)
     args = parser.parse_args()
+    configure_logging("WARNING")  # a line per step would drown the figures
     asyncio.run(main(args.turns, args.runs))
+    sys.stdout.flush()  # os._exit skips the flush a piped stdout needs
     os._exit(0)  # skip interpreter teardown after an in-process worker (sdk-python#300)
