@@ -20,13 +20,13 @@ from kron_testing.temporal_server import free_port
 
 UP_TIMEOUT = 60.0
 # Never inherited from the developer's shell: a test decides what kron up sees.
-_INHERITED_NOT = ("ANTHROPIC_API_KEY", "COMPOSIO_API_KEY", "ANTHROPIC_BASE_URL", "COMPOSIO_BASE_URL",
+_NOT_INHERITED = ("ANTHROPIC_API_KEY", "COMPOSIO_API_KEY", "ANTHROPIC_BASE_URL", "COMPOSIO_BASE_URL",
                   "KRON_GATEWAY_URL", "KRON_TOKEN")
 
 
 def kron_env(tmp_path: Path, extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """The environment for `kron` commands (and `kron up`) in a test."""
-    env = {k: v for k, v in os.environ.items() if k not in _INHERITED_NOT}
+    env = {k: v for k, v in os.environ.items() if k not in _NOT_INHERITED}
     env.update({
         # The children see exactly the modules this interpreter sees.
         "PYTHONPATH": os.pathsep.join(p for p in sys.path if p),
