@@ -24,8 +24,8 @@ from kron.agent_core.anthropic_llm import AnthropicLLM
 from kron.agent_core.composio_tools import ComposioToolProvider
 from kron.agent_core.loop import AgentLoop, RunLimits
 from kron.agent_core.runner import run_agent
-from kron.contracts import names
 from kron.common.logging import configure_logging
+from kron.contracts import names
 from kron.contracts.models import AgentRunInput, AgentRunResult, RunStatus
 from kron.worker.activities import AgentActivities
 from kron.worker.main import build_worker
