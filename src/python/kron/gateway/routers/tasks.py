@@ -216,7 +216,7 @@ def _run_input(
     operation_id="list_tasks",
     response_model=TaskPage,
     responses=error_responses(401, 422, 503),
-    summary="List your tasks, newest first",
+    summary="List your tasks: open ones first, then finished ones, most recent first",
 )
 async def list_tasks(
     user: CurrentUser,
