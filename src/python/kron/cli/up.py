@@ -209,6 +209,47 @@ def child_environ(environ: Mapping[str, str], *, demo: bool, launch: str) -> dic
     return env
 
 
+def temporal_dev_args(
+    binary: str,
+    *,
+    port: int,
+    db_file: Path | str,
+    metrics_port: int | None = None,
+    ui_port: int = 0,
+    headless: bool = False,
+    sqlite_synchronous: str = "normal",
+    dynamic_config: Sequence[str] = (),
+) -> list[str]:
+    """`temporal server start-dev` as kron runs it locally (`kron up`, and the tests' and benches'
+    servers): loopback, sqlite, kron's search attribute, TEMPORAL_DYNAMIC_CONFIG unless
+    `dynamic_config` (KEY=VALUE entries) sets the key."""
+    args = [
+        binary, "server", "start-dev",
+        "--ip", HOST, "--port", str(port),
+        "--db-filename", str(db_file),
+        "--log-level", "warn",
+        # WAL without an fsync per commit: ~3x faster starts; a crash of this machine (not of a
+        # process) can lose the last transactions (all of them since the last checkpoint with off).
+        "--sqlite-pragma", "journal_mode=wal",
+        "--sqlite-pragma", f"synchronous={sqlite_synchronous}",
+        "--search-attribute", f"{SEARCH_ATTRIBUTE_USER}=Keyword",
+        # Otherwise the server looks up a Temporal host on the internet at start-up.
+        "--dynamic-config-value", "frontend.enableServerVersionCheck=false",
+    ]
+    if metrics_port is not None:
+        args += ["--metrics-port", str(metrics_port)]
+    given = {entry.partition("=")[0].strip() for entry in dynamic_config}
+    for key, value in TEMPORAL_DYNAMIC_CONFIG.items():
+        if key not in given:
+            args += ["--dynamic-config-value", f"{key}={value}"]
+    for entry in dynamic_config:
+        args += ["--dynamic-config-value", entry]
+    if ui_port:
+        args += ["--ui-port", str(ui_port)]
+    args += ["--headless"] if headless else ["--ui-disable-news-fetch"]
+    return args
+
+
 def plan(
     *,
     ports: Ports,
@@ -224,27 +265,10 @@ def plan(
 ) -> list[Service]:
     """Temporal first, then the deployables, with their commands and environments."""
     base = child_environ(environ, demo=demo, launch=launch)
-    temporal_args = [
-        temporal_bin, "server", "start-dev",
-        "--ip", HOST, "--port", str(ports.temporal),
-        "--metrics-port", str(ports.temporal_metrics),
-        "--db-filename", str(db_file),
-        "--log-level", "warn",
-        # WAL without an fsync per commit: ~3x faster starts; a crash of this machine (not of a
-        # process) can lose the last transactions.
-        "--sqlite-pragma", "journal_mode=wal",
-        "--sqlite-pragma", "synchronous=normal",
-        "--search-attribute", f"{SEARCH_ATTRIBUTE_USER}=Keyword",
-        # Otherwise the server looks up a Temporal host on the internet at start-up.
-        "--dynamic-config-value", "frontend.enableServerVersionCheck=false",
-    ]
-    given = {entry.partition("=")[0].strip() for entry in dynamic_config}
-    for key, value in TEMPORAL_DYNAMIC_CONFIG.items():
-        if key not in given:
-            temporal_args += ["--dynamic-config-value", f"{key}={value}"]
-    for entry in dynamic_config:
-        temporal_args += ["--dynamic-config-value", entry]
-    temporal_args += ["--ui-port", str(ports.ui), "--ui-disable-news-fetch"] if ports.ui else ["--headless"]
+    temporal_args = temporal_dev_args(
+        temporal_bin, port=ports.temporal, db_file=db_file, metrics_port=ports.temporal_metrics,
+        ui_port=ports.ui, headless=not ports.ui, dynamic_config=dynamic_config,
+    )
     services = [Service("temporal", temporal_args, {**base, "TEMPORAL_VERSION_CHECK_DISABLED": "1"}, None)]
 
     common = {
@@ -457,7 +481,7 @@ def _lock(directory: Path) -> IO[str]:
     return handle
 
 
-def _temporal_healthy(temporal_bin: str, address: str) -> bool:
+def temporal_healthy(temporal_bin: str, address: str) -> bool:
     host, _, port = address.rpartition(":")
     try:
         with socket.create_connection((host, int(port)), timeout=0.5):
@@ -553,7 +577,7 @@ def _supervise(
         temporal, *deployables = services
         stack.start(temporal)
         address = f"{HOST}:{ports.temporal}"
-        _wait_until(stack, deadline, lambda: _temporal_healthy(temporal.argv[0], address), "Temporal")
+        _wait_until(stack, deadline, lambda: temporal_healthy(temporal.argv[0], address), "Temporal")
         for service in deployables:
             stack.start(service)
         for service in deployables:
