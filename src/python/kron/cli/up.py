@@ -61,7 +61,8 @@ HOST = "127.0.0.1"
 TEMPORAL_DYNAMIC_CONFIG = {
     # The history service reads new transfer tasks (a workflow task to dispatch, an activity to
     # schedule) at most 20 times a second by default, and the dev server has one shard: each agent
-    # step then waits ~40 ms for the next read. 1000 reads/s: ~6 ms per step instead of ~50.
+    # step then waits ~40 ms for the next read. 1000 reads/s: ~10 ms per step instead of ~54
+    # (bench/durable_overhead.py).
     "history.transferProcessorMaxPollRPS": "1000",
     # Backlog gauges (approximate_backlog_count/_age_seconds: the dashboard's queue panels) every 5 s
     # rather than every minute: a local stack's queues change in seconds.
