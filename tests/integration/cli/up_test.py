@@ -1,5 +1,6 @@
 """`kron up` from sources, then the real CLI against it: a demo run end to end, the listing and the
-task, and a Ctrl-C (SIGINT) that stops every process `kron up` started and exits 0."""
+task, and a Ctrl-C (SIGINT) that stops every process `kron up` started and exits 0. A Temporal that
+lost a port while starting is started again."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from kron_testing.kron_up import KronUp
+from kron_testing.temporal_server import port_losing_temporal
 
 
 def _kron(env: dict[str, str], *args: str, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
@@ -94,3 +96,12 @@ def test_kron_up_runs_a_demo_task_end_to_end_and_stops_everything_on_sigint(
         assert f"  {name}: stopped (exit 0)" in up.output, up.output
     assert not (tmp_path / "data" / "up.json").exists()
     assert stopping < 30, stopping
+
+
+def test_kron_up_starts_temporal_again_when_it_lost_a_port_while_starting(tmp_path: Path) -> None:
+    # Temporal picks its internal ports itself; another process can bind one first (CI saw it).
+    temporal = port_losing_temporal(tmp_path, starts_lost=1)
+    with KronUp(tmp_path, {"KRON_TEMPORAL_BIN": str(temporal)}) as up:
+        assert "Temporal lost a port to another process while starting; starting it again" in up.output
+        assert (tmp_path / "start-dev-count").read_text().strip() == "2"
+        assert up.stop() == 0, up.output

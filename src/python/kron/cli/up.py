@@ -30,6 +30,7 @@ import ctypes
 import ctypes.util
 import fcntl
 import os
+import random
 import shutil
 import signal
 import socket
@@ -57,6 +58,7 @@ KEY_VARIABLES = ("ANTHROPIC_API_KEY", "COMPOSIO_API_KEY")
 # Removed from the children's environment in demo mode (a lone key must not switch anything on).
 _SECRET_VARIABLES = (*KEY_VARIABLES, "KRON_COMPOSIO_API_KEY")
 HOST = "127.0.0.1"
+TEMPORAL_START_ATTEMPTS = 3
 # Temporal's dynamic config for the local stack, unless --temporal-dynamic-config sets the key.
 TEMPORAL_DYNAMIC_CONFIG = {
     # The history service reads new transfer tasks (a workflow task to dispatch, an activity to
@@ -319,9 +321,38 @@ def port_free(port: int) -> bool:
 
 
 def free_port() -> int:
+    """A free loopback port for a server started next, picked at random from below the kernel's
+    ephemeral range. Ports the kernel hands out itself (a bind to port 0 — Temporal picks its internal
+    ports that way —, the local end of an outgoing connection) come from that range, so they cannot
+    take this port in the moment between picking it and the server binding it."""
+    low, _ = _ephemeral_port_range()
+    if low > 2048:  # a range starting near 1024 leaves nothing below it: take what the kernel gives
+        for _ in range(64):
+            port = random.randint(low // 2, low - 1)
+            if port_free(port):
+                return port
     with socket.socket() as probe:
         probe.bind((HOST, 0))
         return int(probe.getsockname()[1])
+
+
+def _ephemeral_port_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 49152, 65535  # IANA's range: macOS and the BSDs use it
+
+
+def is_error_line(line: str) -> bool:
+    return "level=ERROR" in line or line.startswith(("Error:", "error:", "panic:", "Traceback"))
+
+
+def lost_port_race(log: str) -> bool:
+    """Whether a Temporal dev server that exited while starting found a port taken. It picks its
+    internal ports itself (free when picked, bound a moment later), so another process on the machine
+    can take one first; a second start then picks others."""
+    return "bind: address already in use" in log
 
 
 # --- running
@@ -351,6 +382,8 @@ class Child:
     log_path: Path
     ready: threading.Event = field(default_factory=threading.Event)
     tail: collections.deque[str] = field(default_factory=lambda: collections.deque(maxlen=30))
+    # Error lines kept apart: a Go panic's stack trace pushes the error that caused it out of the tail.
+    errors: collections.deque[str] = field(default_factory=lambda: collections.deque(maxlen=5))
     pump: threading.Thread | None = None
 
     @property
@@ -358,7 +391,14 @@ class Child:
         return self.service.name
 
     def last_lines(self) -> str:
-        return "\n".join(f"  | {line}" for line in self.tail)
+        earlier = [line for line in self.errors if line not in self.tail]
+        shown = [*earlier, "..."] if earlier else []
+        return "\n".join(f"  | {line}" for line in [*shown, *self.tail])
+
+    def finished_output(self) -> None:
+        """Wait until the pump has read all a finished process wrote."""
+        if self.pump is not None:
+            self.pump.join(timeout=2)
 
 
 class Stack:
@@ -412,11 +452,29 @@ class Stack:
                 log.flush()
                 line = raw.decode(errors="replace").rstrip()
                 child.tail.append(line)
+                if is_error_line(line):
+                    child.errors.append(line)
                 marker = child.service.ready_marker
                 if marker is not None and marker in line:
                     child.ready.set()
                 if self.echo_logs:
                     self.say(f"[{child.name}] {line}")
+
+    def start_temporal(self, temporal: Service, ready: Callable[[], bool], deadline: float) -> None:
+        """Start Temporal and wait until it is healthy, starting it again (up to
+        TEMPORAL_START_ATTEMPTS times) if it lost one of its ports to another process."""
+        for attempt in range(1, TEMPORAL_START_ATTEMPTS + 1):
+            child = self.start(temporal)
+            try:
+                _wait_until(self, deadline, ready, "Temporal")
+                return
+            except _StartupFailed:
+                if child.process.poll() is None or attempt == TEMPORAL_START_ATTEMPTS:
+                    raise
+                child.finished_output()
+                if not lost_port_race("\n".join(child.errors)):
+                    raise
+                self.say("kron up: Temporal lost a port to another process while starting; starting it again")
 
     def exited(self) -> Child | None:
         """A child that exited on its own (not asked to)."""
@@ -576,9 +634,8 @@ def _supervise(
     stack.say(f"kron up: starting Temporal, worker, scheduler, gateway ({launch}; data in {directory})...")
     try:
         temporal, *deployables = services
-        stack.start(temporal)
         address = f"{HOST}:{ports.temporal}"
-        _wait_until(stack, deadline, lambda: temporal_healthy(temporal.argv[0], address), "Temporal")
+        stack.start_temporal(temporal, lambda: temporal_healthy(temporal.argv[0], address), deadline)
         for service in deployables:
             stack.start(service)
         for service in deployables:

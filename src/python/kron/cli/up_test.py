@@ -17,7 +17,9 @@ from kron.cli.up import (
     decide_mode,
     dist_dir,
     find_temporal_binary,
+    free_port,
     launch_mode,
+    lost_port_race,
     plan,
 )
 
@@ -114,7 +116,7 @@ def test_launch_mode_and_dist_dir(tmp_path: Path) -> None:
 
 
 def test_ports_in_use_or_given_twice_are_refused() -> None:
-    free = [_free_port() for _ in range(6)]
+    free = [free_port() for _ in range(6)]
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", free[0]))
         taken.listen()
@@ -125,10 +127,22 @@ def test_ports_in_use_or_given_twice_are_refused() -> None:
         check_ports(Ports(free[1], free[1], 0, free[2], free[3], free[4]))
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+def test_free_ports_come_from_below_the_kernels_ephemeral_range() -> None:
+    # The kernel hands out ephemeral ports itself (Temporal's internal listeners, outgoing
+    # connections): a port picked below that range is not one of those.
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    ports = {free_port() for _ in range(20)}
+    assert all(low // 2 <= port < low for port in ports), ports
+    assert len(ports) > 10  # picked at random, not the same one each time
+    for port in ports:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", port))
+
+
+def test_a_lost_port_is_told_apart_from_other_start_failures() -> None:
+    assert lost_port_race('level=ERROR msg="Failed to start gRPC listener" error="listen tcp 127.0.0.1:40'
+                          '001: bind: address already in use" service=frontend\npanic: runtime error')
+    assert not lost_port_race("Error: sqlite: unable to open database file")
 
 
 def test_temporal_binary_explicit_or_a_clear_error(tmp_path: Path) -> None:
