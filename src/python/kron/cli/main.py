@@ -4,7 +4,7 @@
     kron run "goal" [--toolkit X ...] [--wait]
     kron tasks [--status S] · kron task ID · kron follow ID · kron cancel ID
     kron approve|deny ID [--reason R] · kron resolve ID retry|skip|abort
-    kron schedules list|create|get|delete|suspend|resume|trigger|runs ...
+    kron schedules list|create|update|get|delete|suspend|resume|trigger|runs ...
     kron token [--user U]
 
 Gateway: --gateway, else $KRON_GATEWAY_URL, else the running `kron up`'s, else http://127.0.0.1:8080.
@@ -226,17 +226,43 @@ def cmd_resolve(ctx: Context) -> int:
 
 def schedule_body(a: argparse.Namespace) -> dict[str, Any]:
     """The POST /schedules body from flags, or from --file (JSON; flags given too override it)."""
-    body: dict[str, Any] = {}
-    if a.file:
-        try:
-            text = sys.stdin.read() if a.file == "-" else Path(a.file).read_text()
-            loaded = json.loads(text)
-        except (OSError, ValueError) as error:
-            raise CliError("invalid_file", f"{a.file}: {error}", exit_code=EXIT_USAGE) from None
-        if not isinstance(loaded, dict):
-            raise CliError("invalid_file", f"{a.file}: expected a JSON object", exit_code=EXIT_USAGE)
-        body = loaded
+    body = _with_flags(_file_object(a.file), a)
     body["name"] = a.name
+    run, timing = body.setdefault("run", {}), body.setdefault("timing", {})
+    if not run.get("goal"):
+        raise CliError("usage", "a schedule needs a goal: --goal \"...\" (or in --file)", exit_code=EXIT_USAGE)
+    if not timing.get("cron") and timing.get("interval_seconds") is None:
+        raise CliError("usage", "a schedule needs --cron EXPR or --every SECONDS (or timing in --file)",
+                       exit_code=EXIT_USAGE)
+    if a.suspend:
+        body["suspend"] = True
+    return body
+
+
+def schedule_patch(a: argparse.Namespace) -> dict[str, Any]:
+    """The PATCH /schedules/NAME body (a JSON merge patch) from flags, or from --file (flags given too
+    override it). Only what is given changes; --cron and --every replace each other."""
+    patch = _with_flags(_file_object(a.file), a)
+    if not patch:
+        raise CliError("usage", "nothing to change: give a flag (see --help) or --file", exit_code=EXIT_USAGE)
+    return patch
+
+
+def _file_object(file: str | None) -> dict[str, Any]:
+    if not file:
+        return {}
+    try:
+        loaded = json.loads(sys.stdin.read() if file == "-" else Path(file).read_text())
+    except (OSError, ValueError) as error:
+        raise CliError("invalid_file", f"{file}: {error}", exit_code=EXIT_USAGE) from None
+    if not isinstance(loaded, dict):
+        raise CliError("invalid_file", f"{file}: expected a JSON object", exit_code=EXIT_USAGE)
+    return loaded
+
+
+def _with_flags(body: dict[str, Any], a: argparse.Namespace) -> dict[str, Any]:
+    """`body` with the schedule flags given applied over it (`timing` and `run` key by key)."""
+    body = dict(body)
     timing: dict[str, Any] = dict(body.get("timing") or {})
     if a.cron:
         timing["cron"] = a.cron
@@ -256,16 +282,11 @@ def schedule_body(a: argparse.Namespace) -> dict[str, Any]:
         run["toolkits"] = a.toolkit
     if a.approval_required:
         run["approval"] = {"require_for": a.approval_required}
-    if not run.get("goal"):
-        raise CliError("usage", "a schedule needs a goal: --goal \"...\" (or in --file)", exit_code=EXIT_USAGE)
-    if not timing.get("cron") and timing.get("interval_seconds") is None:
-        raise CliError("usage", "a schedule needs --cron EXPR or --every SECONDS (or timing in --file)",
-                       exit_code=EXIT_USAGE)
-    body["timing"], body["run"] = timing, run
+    for key, section in (("timing", timing), ("run", run)):
+        if section:
+            body[key] = section
     if a.concurrency is not None:
         body["concurrency_policy"] = a.concurrency
-    if a.suspend:
-        body["suspend"] = True
     if a.max_run_history is not None:
         body["max_run_history"] = a.max_run_history
     return body
@@ -280,6 +301,12 @@ def cmd_schedules_list(ctx: Context) -> int:
 def cmd_schedules_create(ctx: Context) -> int:
     created = ctx.api.call("POST", "/schedules", json=schedule_body(ctx.args))
     ctx.print(render.as_json(created) if ctx.json else render.schedule_detail(created))
+    return EXIT_OK
+
+
+def cmd_schedules_update(ctx: Context) -> int:
+    updated = ctx.api.call("PATCH", f"/schedules/{ctx.args.name}", json=schedule_patch(ctx.args))
+    ctx.print(render.as_json(updated) if ctx.json else render.schedule_detail(updated))
     return EXIT_OK
 
 
@@ -414,23 +441,11 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--cursor")
     create = sched_command("create", cmd_schedules_create, "create a schedule")
     create.add_argument("name", help="a DNS label: lowercase letters, digits, -")
-    create.add_argument("--goal", "-g")
-    create.add_argument("--cron", action="append", metavar="EXPR", help="five-field cron or @daily... (repeatable)")
-    create.add_argument("--every", type=int, metavar="SECONDS", help="fire at this interval instead of cron")
-    create.add_argument("--timezone", metavar="TZ", help="IANA timezone the cron is read in (default UTC)")
-    create.add_argument("--jitter", type=int, metavar="SECONDS")
-    create.add_argument("--toolkit", "-t", action="append", metavar="TOOLKIT")
-    create.add_argument("--concurrency", choices=CONCURRENCY_POLICIES,
-                        help="while the previous run goes on: Allow, Forbid (skip; default), Replace")
     create.add_argument("--suspend", action="store_true", help="create it suspended")
-    create.add_argument("--max-run-history", type=int, metavar="N")
-    create.add_argument("--model")
-    create.add_argument("--max-iterations", type=int, metavar="N")
-    create.add_argument("--budget", type=int, metavar="TOKENS")
-    create.add_argument("--timeout", type=int, metavar="SECONDS", help="a run going longer is timed_out")
-    create.add_argument("--callback-url", metavar="URL")
-    create.add_argument("--approval-required", action="append", metavar="TOOLKIT_OR_TOOL")
-    create.add_argument("--file", "-f", metavar="FILE", help="the definition as JSON (- for stdin)")
+    _schedule_flags(create, "the definition as JSON (- for stdin)")
+    update = sched_command("update", cmd_schedules_update, "change a schedule: only what is given changes")
+    update.add_argument("name")
+    _schedule_flags(update, "a JSON merge patch (- for stdin): null resets a field")
     for name, handler, text in (
         ("get", cmd_schedules_get, "a schedule, with its next run times"),
         ("delete", cmd_schedules_delete, "delete a schedule (runs going on finish)"),
@@ -448,6 +463,25 @@ def build_parser() -> argparse.ArgumentParser:
     up.description = UP_DESCRIPTION
     add_up_arguments(up)
     return parser
+
+
+def _schedule_flags(sub: argparse.ArgumentParser, file_help: str) -> None:
+    sub.add_argument("--goal", "-g")
+    sub.add_argument("--cron", action="append", metavar="EXPR", help="five-field cron or @daily... (repeatable)")
+    sub.add_argument("--every", type=int, metavar="SECONDS", help="fire at this interval instead of cron")
+    sub.add_argument("--timezone", metavar="TZ", help="IANA timezone the cron is read in (default UTC)")
+    sub.add_argument("--jitter", type=int, metavar="SECONDS")
+    sub.add_argument("--toolkit", "-t", action="append", metavar="TOOLKIT")
+    sub.add_argument("--concurrency", choices=CONCURRENCY_POLICIES,
+                     help="while the previous run goes on: Allow, Forbid (skip; default), Replace")
+    sub.add_argument("--max-run-history", type=int, metavar="N")
+    sub.add_argument("--model")
+    sub.add_argument("--max-iterations", type=int, metavar="N")
+    sub.add_argument("--budget", type=int, metavar="TOKENS")
+    sub.add_argument("--timeout", type=int, metavar="SECONDS", help="a run going longer is timed_out")
+    sub.add_argument("--callback-url", metavar="URL")
+    sub.add_argument("--approval-required", action="append", metavar="TOOLKIT_OR_TOOL")
+    sub.add_argument("--file", "-f", metavar="FILE", help=file_help)
 
 
 def _no_subcommand(ctx: Context) -> int:  # pragma: no cover - argparse requires one

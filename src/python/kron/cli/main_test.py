@@ -247,6 +247,27 @@ def test_schedule_create_body_from_flags_and_file(tmp_path: Path) -> None:
     }
 
 
+def test_schedule_update_patches_only_what_is_given(tmp_path: Path) -> None:
+    gateway = Gateway({("PATCH", "/schedules/daily"): {"name": "daily", "timing": {}, "run": {}}})
+    code, _, err = kron(tmp_path, gateway, "schedules", "update", "daily", "--every", "900", "-t", "github",
+                        "--concurrency", "Allow")
+    assert code == 0, err
+    assert json.loads(gateway.requests[-1].content) == {
+        "timing": {"interval_seconds": 900}, "run": {"toolkits": ["github"]}, "concurrency_policy": "Allow",
+    }
+    patch = tmp_path / "patch.json"
+    patch.write_text(json.dumps({"run": {"model": None}, "timing": {"cron": ["@hourly"]}}))
+    code, _, err = kron(tmp_path, gateway, "schedules", "update", "daily", "--file", str(patch), "--goal", "new")
+    assert code == 0, err
+    assert json.loads(gateway.requests[-1].content) == {
+        "timing": {"cron": ["@hourly"]}, "run": {"model": None, "goal": "new"},
+    }
+    requests = len(gateway.requests)
+    code, _, err = kron(tmp_path, gateway, "schedules", "update", "daily")
+    assert (code, err) == (2, "error: usage: nothing to change: give a flag (see --help) or --file\n")
+    assert len(gateway.requests) == requests
+
+
 def test_schedule_actions_map_to_their_routes(tmp_path: Path) -> None:
     detail = {"name": "daily", "suspend": True}
     gateway = Gateway({

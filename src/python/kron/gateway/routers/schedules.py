@@ -16,7 +16,6 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Depends, Path, Query, Request, Response
 from pydantic import BaseModel, Field, ValidationError
 
-from kron.common.callback_urls import url_problem
 from kron.common.logging import get_logger
 from kron.common.schedules import (
     ScheduleExists,
@@ -47,6 +46,7 @@ from kron.gateway.errors import (
     validation_error,
 )
 from kron.gateway.preflight import PreflightUnavailable, ToolkitRejected
+from kron.gateway.run_limits import run_limit_errors
 from kron.gateway.settings import GatewaySettings
 from kron.gateway.state import GatewayState
 
@@ -386,26 +386,10 @@ def _check(definition: ScheduleDefinition, settings: GatewaySettings, schedule_s
     schedule limits (minimum interval, history size)."""
     errors = limit_errors(definition, schedule_settings.limits, datetime.now(UTC), loc=("body",))
     run = definition.run
-
-    def reject(field: str, message: str, kind: str) -> None:
-        errors.append({"loc": ["body", "run", field], "msg": message, "type": kind})
-
-    if not run.goal.strip():
-        reject("goal", "Goal must not be blank", "string_blank")
-    if len(run.goal) > settings.max_goal_chars:
-        reject("goal", f"Goal must be at most {settings.max_goal_chars} characters", "string_too_long")
-    if len(run.toolkits) > settings.max_toolkits:
-        reject("toolkits", f"At most {settings.max_toolkits} toolkits", "too_long")
-    if run.model is not None and (len(run.model) > settings.model_max_length or not settings.model_regex.fullmatch(run.model)):
-        reject("model", "Model is not an allowed model name", "model_not_allowed")
-    if run.max_iterations is not None and run.max_iterations > settings.max_iterations_limit:
-        reject("max_iterations", f"Must be at most {settings.max_iterations_limit}", "less_than_equal")
-    if run.token_budget is not None and run.token_budget > settings.max_token_budget:
-        reject("token_budget", f"Must be at most {settings.max_token_budget} tokens", "less_than_equal")
-    if run.callback_url is not None:
-        problem = url_problem(run.callback_url, allow_private=settings.webhook_allow_private_networks)
-        if problem is not None:
-            reject("callback_url", f"callback_url {problem}", "callback_url_not_allowed")
+    errors += run_limit_errors(
+        settings, goal=run.goal, toolkits=run.toolkits, model=run.model, max_iterations=run.max_iterations,
+        token_budget=run.token_budget, callback_url=run.callback_url, loc=("body", "run"),
+    )
     if errors:
         raise validation_error(errors)
 

@@ -17,7 +17,6 @@ from fastapi.responses import StreamingResponse
 from temporalio.client import Client, WorkflowExecutionDescription
 from temporalio.service import RPCError
 
-from kron.common.callback_urls import url_problem
 from kron.common.logging import get_logger
 from kron.contracts import names
 from kron.contracts.models import (
@@ -32,6 +31,7 @@ from kron.gateway.deps import CurrentUser, RequestId, State, TemporalClient
 from kron.gateway.errors import ApiError, ToolkitNotConnectedBody, error_responses, validation_error
 from kron.gateway.metrics import DispatchOutcome
 from kron.gateway.preflight import PreflightUnavailable, ToolkitRejected
+from kron.gateway.run_limits import run_limit_errors
 from kron.gateway.schemas import (
     ApprovalAccepted,
     ApprovalRequest,
@@ -162,31 +162,13 @@ def _run_input(
     body: DispatchRequest, user: str, settings: GatewaySettings, request_id: str | None
 ) -> AgentRunInput:
     """The workflow input, after the checks that depend on settings (422 like schema errors)."""
-    errors: list[dict[str, Any]] = []
-
-    def reject(field: str, message: str, kind: str) -> None:
-        errors.append({"loc": ["body", field], "msg": message, "type": kind})
-
-    if not body.goal.strip():
-        reject("goal", "Goal must not be blank", "string_blank")
-    if len(body.goal) > settings.max_goal_chars:
-        reject("goal", f"Goal must be at most {settings.max_goal_chars} characters", "string_too_long")
     named = ([body.toolkit] if body.toolkit else []) + body.toolkits
     toolkits = list(dict.fromkeys(t.lower() for t in named))  # deduplicated, order kept
-    if len(toolkits) > settings.max_toolkits:
-        reject("toolkits", f"At most {settings.max_toolkits} toolkits", "too_long")
-    if body.model is not None and (
-        len(body.model) > settings.model_max_length or not settings.model_regex.fullmatch(body.model)
-    ):
-        reject("model", "Model is not an allowed model name", "model_not_allowed")
-    if body.max_iterations is not None and body.max_iterations > settings.max_iterations_limit:
-        reject("max_iterations", f"Must be at most {settings.max_iterations_limit}", "less_than_equal")
-    if body.budget is not None and body.budget > settings.max_token_budget:
-        reject("budget", f"Must be at most {settings.max_token_budget} tokens", "less_than_equal")
-    if body.callback_url is not None:
-        problem = url_problem(str(body.callback_url), allow_private=settings.webhook_allow_private_networks)
-        if problem is not None:
-            reject("callback_url", f"callback_url {problem}", "callback_url_not_allowed")
+    errors = run_limit_errors(
+        settings, goal=body.goal, toolkits=toolkits, model=body.model, max_iterations=body.max_iterations,
+        token_budget=body.budget, callback_url=str(body.callback_url) if body.callback_url else None,
+        loc=("body",), budget_field="budget",
+    )
     if errors:
         raise validation_error(errors)
     optional: dict[str, Any] = {}
