@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
+import threading
+import time
 
 import httpx
 
 from kron.gateway.app import create_app
+from kron.gateway.preflight import DemoConnections
 from kron.gateway.settings import GatewaySettings
 from kron.gateway.tokens import issue_token
 from kron_testing.processes import KronProcess
@@ -34,11 +38,40 @@ async def test_gateway_process_serves_liveness_and_readiness(
         assert match is not None
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{match.group(1)}") as http:
             live = await http.get("/livez")
-            ready = await http.get("/readyz")
             assert (live.status_code, live.json()) == (200, {"status": "ok"})
+            ready = await _ready(http)  # once the Composio SDK is loaded
             assert (ready.status_code, ready.json()) == (200, {"status": "ready"})
             assert (await http.post("/auth/token", json={"user_id": "x"})).status_code == 404
         assert gateway.terminate(timeout=15) == 0
+
+
+async def _ready(http: httpx.AsyncClient, timeout: float = 30.0) -> httpx.Response:
+    deadline = time.monotonic() + timeout
+    while (ready := await http.get("/readyz")).status_code != 200 and time.monotonic() < deadline:
+        assert ready.json()["error"] in ("warming_up", "not_ready"), ready.text
+        await asyncio.sleep(0.1)
+    return ready
+
+
+async def test_not_ready_until_the_preflight_adapter_is_loaded(temporal_server: TemporalDevServer) -> None:
+    # Importing composio takes seconds of CPU: a pod must not get traffic before it is done.
+    loaded = threading.Event()
+
+    def slow_factory() -> DemoConnections:
+        loaded.wait(timeout=30)
+        return DemoConnections()
+
+    settings = GatewaySettings(dev_mode=True, temporal_address=temporal_server.address)
+    app = create_app(settings, connections_factory=slow_factory)
+    async with app.router.lifespan_context(app):
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as http:
+            warming = await http.get("/readyz")
+            assert (warming.status_code, warming.json()["error"]) == (503, "warming_up")
+            assert warming.headers["retry-after"] == "1"
+            assert (await http.get("/livez")).status_code == 200
+            loaded.set()
+            ready = await _ready(http, timeout=10)
+            assert (ready.status_code, ready.json()) == (200, {"status": "ready"})
 
 
 async def test_serves_but_is_not_ready_while_temporal_is_unreachable() -> None:

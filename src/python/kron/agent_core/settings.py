@@ -13,7 +13,8 @@ DEFAULT_MODEL = "claude-sonnet-5"
 class AgentSettings(BaseSettings):
     """`ANTHROPIC_*` / `COMPOSIO_*` as the SDKs name them, `KRON_*` for kron's own knobs."""
 
-    model_config = SettingsConfigDict(env_prefix="", extra="ignore")
+    # An empty variable is an unset one: `ANTHROPIC_API_KEY=` is no key (kron up reads it so too).
+    model_config = SettingsConfigDict(env_prefix="", extra="ignore", env_ignore_empty=True)
 
     anthropic_api_key: SecretStr | None = None
     anthropic_base_url: str | None = None

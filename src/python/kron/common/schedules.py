@@ -87,7 +87,7 @@ NEXT_RUN_TIMES_SHOWN = 5
 class ScheduleSettings(BaseSettings):
     """Settings the gateway and the scheduler must agree on (same `KRON_*` variables for both)."""
 
-    model_config = SettingsConfigDict(env_prefix="KRON_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="KRON_", extra="ignore", env_ignore_empty=True)
 
     scheduler_task_queue: str = SCHEDULER_TASK_QUEUE
     schedule_min_interval_seconds: int = Field(default=60, ge=1)

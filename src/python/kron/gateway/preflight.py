@@ -109,6 +109,12 @@ class Preflight:
     def enabled(self) -> bool:
         return self._factory is not None
 
+    @property
+    def warming_up(self) -> bool:
+        """Still building the adapter: importing composio takes seconds of CPU, in which requests
+        would wait on the GIL (and the first preflights on the import); /readyz says not ready."""
+        return self._connections is not None and not self._connections.done()
+
     def warm_up(self) -> None:
         """Start building the adapter (imports composio) in a thread; call from the running loop."""
         if self._factory is not None and self._connections is None:

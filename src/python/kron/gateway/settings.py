@@ -20,7 +20,8 @@ MIN_JWT_SECRET_CHARS = 32
 
 
 class GatewaySettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="KRON_", extra="ignore", populate_by_name=True)
+    # An empty variable is an unset one: `COMPOSIO_API_KEY=` is no key.
+    model_config = SettingsConfigDict(env_prefix="KRON_", extra="ignore", env_ignore_empty=True, populate_by_name=True)
 
     # Dev mode: the placeholder JWT secret, /auth/token and running without Composio are allowed.
     dev_mode: bool = False

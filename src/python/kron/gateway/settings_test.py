@@ -43,6 +43,19 @@ def test_production_configuration_from_the_environment(monkeypatch: pytest.Monke
     assert "ck-from-env" not in repr(settings) and REAL_SECRET not in repr(settings)
 
 
+def test_an_empty_variable_is_an_unset_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    # `COMPOSIO_API_KEY=` (a secret with an empty value) must not pass for a key: every preflight
+    # would then fail at Composio instead of the gateway refusing to start.
+    monkeypatch.setenv("KRON_JWT_SECRET", REAL_SECRET)
+    monkeypatch.setenv("COMPOSIO_API_KEY", "")
+    monkeypatch.setenv("KRON_PORT", "")
+    with pytest.raises(ValidationError, match="COMPOSIO_API_KEY is not set"):
+        GatewaySettings()
+    monkeypatch.setenv("KRON_DEV_MODE", "true")
+    settings = GatewaySettings()
+    assert settings.composio_api_key is None and settings.port == GatewaySettings.model_fields["port"].default
+
+
 def test_token_endpoint_can_be_enabled_explicitly() -> None:
     settings = GatewaySettings(
         jwt_secret=SecretStr(REAL_SECRET), composio_api_key=SecretStr("ck"), token_endpoint_enabled=True

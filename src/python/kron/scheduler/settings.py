@@ -20,7 +20,7 @@ class SourceKind(StrEnum):
 
 
 class SchedulerSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="KRON_", extra="ignore", populate_by_name=True)
+    model_config = SettingsConfigDict(env_prefix="KRON_", extra="ignore", env_ignore_empty=True, populate_by_name=True)
 
     dev_mode: bool = False
     temporal_address: str = "127.0.0.1:7233"

@@ -12,7 +12,7 @@ from kron.contracts.names import AGENT_TASK_QUEUE
 
 
 class WorkerSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="KRON_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="KRON_", extra="ignore", env_ignore_empty=True)
 
     temporal_address: str = "127.0.0.1:7233"
     temporal_namespace: str = "default"

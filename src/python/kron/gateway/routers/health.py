@@ -1,4 +1,5 @@
-"""Liveness, readiness (Temporal answers) and Prometheus metrics. No authentication."""
+"""Liveness, readiness (Temporal answers, the toolkit preflight is loaded) and Prometheus metrics.
+No authentication."""
 
 from __future__ import annotations
 
@@ -24,6 +25,9 @@ async def livez() -> HealthStatus:
 
 @router.get("/readyz", operation_id="readyz", response_model=HealthStatus, responses=error_responses(503))
 async def readyz(state: State) -> HealthStatus | Response:
+    if state.preflight.warming_up:
+        return error_json(503, "warming_up", "Loading the Composio SDK for the toolkit preflight",
+                          headers={"Retry-After": "1"})
     if state.client is not None:
         try:
             async with asyncio.timeout(_READINESS_TIMEOUT.total_seconds() + 1):
