@@ -2,8 +2,10 @@
 flight fails here, before it reaches a worker.
 
 To add a history after an intentional, versioned change (`workflow.patched`):
-    KRON_RECORD_HISTORY=1 KRON_RECORD_HISTORY_NAME=<name> pytest tests/integration/replay_test.py
-Committed: agent_run_parallel_tools (before tool safety), agent_run_tool_safety (after).
+    KRON_RECORD_HISTORY=1 KRON_RECORD_HISTORY_NAME=<name> pytest tests/integration/replay_test.py -k record_history
+Committed: agent_run_parallel_tools (before tool safety), agent_run_tool_safety (after), and
+agent_run_hard_cancel (the grace timer of a cancel, then the run cancelling itself; `-k
+record_hard_cancel` records it again).
 """
 
 from __future__ import annotations
@@ -13,10 +15,12 @@ import os
 from pathlib import Path
 
 import pytest
-from temporalio.client import WorkflowHistory
+from temporalio.client import WorkflowFailureError, WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
+from kron.contracts import names
+from kron.contracts.models import CancelRequest
 from kron.worker.workflows import AgentWorkflow
 from kron_testing import fake_anthropic as replies
 
@@ -52,3 +56,15 @@ async def test_record_history(running_stack: Stack) -> None:
     history = await handle.fetch_history()
     name = os.environ.get("KRON_RECORD_HISTORY_NAME", "agent_run")
     (HISTORIES / f"{name}.json").write_text(history.to_json())
+
+
+@pytest.mark.skipif(not os.environ.get("KRON_RECORD_HISTORY"), reason="records a new history")
+async def test_record_hard_cancel_history(running_stack: Stack) -> None:
+    running_stack.llm.responder = lambda body, i: replies.delay(60, replies.text("too late"))
+    handle = await running_stack.start_run()
+    await running_stack.wait_for_model_requests(1, timeout=20)
+    await handle.signal(names.SIGNAL_CANCEL, CancelRequest(hard_cancel_after_seconds=1))
+    with pytest.raises(WorkflowFailureError):
+        await handle.result()
+    history = await handle.fetch_history()
+    (HISTORIES / "agent_run_hard_cancel.json").write_text(history.to_json())

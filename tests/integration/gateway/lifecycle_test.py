@@ -1,4 +1,5 @@
-"""Following a run as it happens (SSE) and cancelling it."""
+"""Following a run as it happens (SSE) and cancelling it: gracefully, then outright after the grace
+period, even when the gateway that accepted the cancel is gone."""
 
 from __future__ import annotations
 
@@ -7,10 +8,18 @@ import json
 import time
 from typing import Any
 
+import httpx
+import pytest
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError
+
+from kron.contracts import names
+from kron.contracts.models import RunStatus
+from kron.gateway.app import create_app
 from kron_testing import fake_anthropic as replies
+from kron_testing.temporal_server import TemporalDevServer
 
 from ..conftest import Stack
-from .conftest import Gateway, GatewayFactory, unique_user
+from .conftest import Gateway, GatewayFactory, settings_for, unique_user
 
 
 async def _read_events(gateway: Gateway, path: str, headers: dict[str, str]) -> list[dict[str, Any]]:
@@ -99,3 +108,27 @@ async def test_hard_cancel_after_the_grace_period(make_gateway: GatewayFactory, 
     task = await gateway.wait_until_terminal(user, task_id, timeout=20)
     assert task["status"] == "cancelled" and task["execution_status"] == "cancelled"
     assert time.monotonic() - started < 15  # not the 60 s model call
+
+
+async def test_the_hard_cancel_holds_when_the_gateway_that_accepted_it_is_gone(
+    running_stack: Stack, temporal_server: TemporalDevServer, client: Client
+) -> None:
+    # The grace timer is in the run's history, not in the gateway: stop the gateway right after the
+    # DELETE and the run is still cancelled outright once the grace period is over.
+    running_stack.llm.responder = lambda body, i: replies.delay(60, replies.text("too late"))
+    app = create_app(settings_for(running_stack, temporal_server, cancel_grace_seconds=1), temporal_client=client)
+    async with app.router.lifespan_context(app):
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gateway") as http:
+            gateway = Gateway(app, http, app.state.gateway.settings)
+            user = unique_user()
+            task_id = (await gateway.dispatch(user)).json()["task_id"]
+            assert await asyncio.to_thread(running_stack.llm.wait_for_requests, 1)
+            deleted = await http.delete(f"/tasks/{task_id}", headers=await gateway.headers(user))
+            assert deleted.status_code == 202, deleted.text
+    started = time.monotonic()
+    handle = client.get_workflow_handle(task_id)
+    with pytest.raises(WorkflowFailureError):
+        await asyncio.wait_for(handle.result(), timeout=20)
+    assert (await handle.describe()).status == WorkflowExecutionStatus.CANCELED
+    assert time.monotonic() - started < 15  # not the 60 s model call
+    assert await handle.query(names.QUERY_STATUS, result_type=RunStatus) == RunStatus.CANCELLED

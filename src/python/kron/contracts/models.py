@@ -121,6 +121,14 @@ class PendingApproval(BaseModel):
     timeout_seconds: int
 
 
+class CancelRequest(BaseModel):
+    """Payload of the `cancel` signal. The run stops after the step in flight; if it is still going
+    `hard_cancel_after_seconds` later, the workflow cancels itself outright (a durable timer in the
+    run's history: it holds across gateway and worker restarts)."""
+
+    hard_cancel_after_seconds: float | None = Field(default=None, ge=0, le=7 * 24 * 3600)
+
+
 class ApprovalDecision(BaseModel):
     """Payload of the `approve` signal: one decision for all calls waiting at `turn`.
 

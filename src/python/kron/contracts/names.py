@@ -6,7 +6,7 @@ AGENT_WORKFLOW: Final = "AgentWorkflow"
 AGENT_TASK_QUEUE: Final = "kron-agent"
 
 # Signals understood by AgentWorkflow.
-SIGNAL_CANCEL: Final = "cancel"
+SIGNAL_CANCEL: Final = "cancel"  # payload: CancelRequest (or none: graceful only)
 SIGNAL_APPROVE: Final = "approve"  # payload: ApprovalDecision
 SIGNAL_RESOLVE_UNKNOWN: Final = "resolve_unknown"  # payload: UnknownOutcomeDecision
 

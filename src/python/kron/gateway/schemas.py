@@ -123,7 +123,10 @@ class TaskDetail(TaskSummary):
 class CancelAccepted(BaseModel):
     task_id: str
     status: str = "cancelling"
-    hard_cancel_after_seconds: float
+    hard_cancel_after_seconds: float = Field(
+        description="If the run is still going this long after the cancel, it is cancelled outright "
+        "(a timer in the run's history: it holds across gateway restarts)."
+    )
 
 
 class ApprovalRequest(BaseModel):

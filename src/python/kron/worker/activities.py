@@ -71,6 +71,11 @@ class NotifyInput(BaseModel):
     result: AgentRunResult
 
 
+class CancelRunInput(BaseModel):
+    workflow_id: str
+    run_id: str
+
+
 @asynccontextmanager
 async def heartbeating(interval_seconds: float) -> AsyncIterator[None]:
     """Heartbeat every `interval_seconds` while the body runs (no-op outside an activity)."""
@@ -208,6 +213,12 @@ class AgentActivities:
     async def aclose(self) -> None:
         await self._http.aclose()
 
+    @activity.defn(name="cancel_run")
+    async def cancel_run(self, input: CancelRunInput) -> None:
+        """Ask Temporal to cancel this run, as a client would: a workflow cannot request its own
+        cancellation, and only a Temporal cancel reaches the activities in flight."""
+        await activity.client().get_workflow_handle(input.workflow_id, run_id=input.run_id).cancel()
+
     def all(self) -> list[Any]:
         return [
             self.call_model,
@@ -215,4 +226,5 @@ class AgentActivities:
             self.execute_tool,
             self.classify_tools,
             self.notify_run_finished,
+            self.cancel_run,
         ]

@@ -31,6 +31,7 @@ with workflow.unsafe.imports_passed_through():
         AgentRunResult,
         ApprovalDecision,
         ApprovalPolicy,
+        CancelRequest,
         PendingApproval,
         PendingToolCall,
         PendingUnknownOutcome,
@@ -46,6 +47,7 @@ with workflow.unsafe.imports_passed_through():
         TOOL_NOT_EXECUTED,
         TOOL_TRANSPORT_ERROR,
         AgentActivities,
+        CancelRunInput,
         ClassifyToolsInput,
         ListToolsInput,
         ModelCallInput,
@@ -83,6 +85,7 @@ NOT_EXECUTED_ATTEMPTS = 3
 NOTIFY_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=3)
 # Histories recorded before tool safety existed replay through the old path (see _execute_tool).
 TOOL_SAFETY_PATCH = "tool-safety-v1"
+HARD_CANCEL_PATCH = "hard-cancel-timer-v1"
 # Tool input properties through which a tool accepts a caller's idempotency key.
 IDEMPOTENCY_KEY_FIELDS = ("idempotency_key", "idempotencyKey", "client_request_id", "request_id")
 
@@ -104,6 +107,7 @@ class AgentWorkflow:
         self._status = RunStatus.QUEUED
         self._result: AgentRunResult | None = None
         self._cancel_requested = False
+        self._hard_cancel: asyncio.Task[None] | None = None
         # Decisions are keyed by what they decide (turn, call key) and kept until claimed: a signal
         # may be applied before or after the failure it decides, depending on how the workflow task
         # that carries both is replayed.
@@ -173,11 +177,15 @@ class AgentWorkflow:
 
     # ---- signals and queries -------------------------------------------------------------------
     @workflow.signal(name=names.SIGNAL_CANCEL)
-    def cancel(self) -> None:
-        """Graceful cancel: finish the current step, then stop with a partial result."""
+    def cancel(self, request: CancelRequest | None = None) -> None:
+        """Graceful cancel: finish the current step, then stop with a partial result. With
+        `hard_cancel_after_seconds`, a run still going that much later is cancelled outright."""
         self._cancel_requested = True
         if self._loop is not None:
             self._loop.request_cancel()
+        grace = request.hard_cancel_after_seconds if request is not None else None
+        if grace is not None and self._hard_cancel is None and workflow.patched(HARD_CANCEL_PATCH):
+            self._hard_cancel = asyncio.create_task(self._cancel_outright_after(grace))
 
     @workflow.signal(name=names.SIGNAL_APPROVE)
     def approve(self, decision: ApprovalDecision) -> None:
@@ -401,6 +409,22 @@ class AgentWorkflow:
     @staticmethod
     async def _refused(call: ToolCall, reason: str) -> ToolResult:
         return ToolResult(tool_use_id=call.id, content=reason, is_error=True)
+
+    async def _cancel_outright_after(self, seconds: float) -> None:
+        # A timer in the history, not in a gateway's memory. If the run ends first, the workflow
+        # completes and the timer goes with it.
+        await workflow.sleep(seconds)
+        info = workflow.info()
+        try:
+            await workflow.execute_activity_method(
+                AgentActivities.cancel_run,
+                CancelRunInput(workflow_id=info.workflow_id, run_id=info.run_id),
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=NOTIFY_RETRY,
+            )
+        except ActivityError as error:
+            # The graceful cancel still stops the run after its current step.
+            workflow.logger.warning("hard cancel failed: %s", error.cause or error)
 
     async def _finish(self, input: AgentRunInput, result: AgentRunResult) -> None:
         self._status = result.status

@@ -23,6 +23,7 @@ from kron.contracts.models import (
     AgentRunInput,
     ApprovalDecision,
     ApprovalPolicy,
+    CancelRequest,
     RunProgress,
     UnknownOutcomeDecision,
 )
@@ -350,30 +351,18 @@ def _sse(event: str, data: str, *, event_id: str | None = None) -> str:
 )
 async def cancel_task(task_id: TaskIdPath, user: CurrentUser, state: State, client: TemporalClient) -> CancelAccepted:
     """The run gets a `cancel` signal (it stops after the step in flight, keeping a partial result);
-    if it is still open after `KRON_CANCEL_GRACE_SECONDS` it is cancelled outright."""
+    if it is still open after `KRON_CANCEL_GRACE_SECONDS` it cancels itself outright (a timer in the
+    run's own history: a gateway restart in between changes nothing)."""
     settings = state.settings
     handle, description = await runs.describe_owned(client, task_id, user, _rpc_timeout(settings))
     execution = runs.execution_state(description.status)
     if execution is not ExecutionState.RUNNING:
         raise ApiError(409, "task_finished", "The task has already finished", execution_status=execution.value)
-    await handle.signal(names.SIGNAL_CANCEL, rpc_timeout=_rpc_timeout(settings))
     grace = settings.cancel_grace_seconds
-    state.run_in_background(_hard_cancel_after(handle, grace, _rpc_timeout(settings)))
+    await handle.signal(names.SIGNAL_CANCEL, CancelRequest(hard_cancel_after_seconds=grace),
+                        rpc_timeout=_rpc_timeout(settings))
     log.info("task cancel requested", task_id=task_id, user_id=user, grace_seconds=grace)
     return CancelAccepted(task_id=task_id, hard_cancel_after_seconds=grace)
-
-
-async def _hard_cancel_after(handle: runs.RunHandle, grace: float, rpc_timeout: timedelta) -> None:
-    # In-memory: if this gateway stops during the grace period the hard cancel does not happen
-    # (the graceful signal already went out and still stops the run after its current step).
-    await asyncio.sleep(grace)
-    try:
-        description = await handle.describe(rpc_timeout=rpc_timeout)
-        if runs.execution_state(description.status) is ExecutionState.RUNNING:
-            await handle.cancel(rpc_timeout=rpc_timeout)
-            log.info("task hard-cancelled after the grace period", task_id=handle.id)
-    except Exception as error:  # noqa: BLE001 - a background task: log, never raise
-        log.warning("hard cancel failed", task_id=handle.id, exc_type=type(error).__name__)
 
 
 # --- human decisions (approval, unknown tool outcomes)
