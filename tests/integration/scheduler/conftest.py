@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 import pytest
 from prometheus_client import CollectorRegistry
 from temporalio.client import Client, ScheduleActionStartWorkflow
+from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Worker
 
 from kron.agent_core.composio_tools import ComposioToolProvider
@@ -150,10 +151,15 @@ async def scheduler(running_stack: Stack, client: Client) -> AsyncIterator[Sched
 async def delete_schedules_on(client: Client, scheduler_task_queue: str) -> None:
     """Tests share one server: a schedule left behind would fire for the rest of the session."""
     async for entry in await client.list_schedules(f"ScheduleId STARTS_WITH '{SCHEDULE_ID_PREFIX}'"):
-        description = await client.get_schedule_handle(entry.id).describe()
-        action = description.schedule.action
-        if isinstance(action, ScheduleActionStartWorkflow) and action.task_queue == scheduler_task_queue:
-            await client.get_schedule_handle(entry.id).delete()
+        handle = client.get_schedule_handle(entry.id)
+        try:
+            action = (await handle.describe()).schedule.action
+            if isinstance(action, ScheduleActionStartWorkflow) and action.task_queue == scheduler_task_queue:
+                await handle.delete()
+        except RPCError as error:
+            # The listing is eventually consistent: it can still show a schedule just deleted.
+            if error.status != RPCStatusCode.NOT_FOUND:
+                raise
 
 
 async def eventually(check: Callable[[], Awaitable[T]], timeout: float = 15.0) -> T:

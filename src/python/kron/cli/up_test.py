@@ -134,8 +134,9 @@ def test_free_ports_come_from_below_the_kernels_ephemeral_range() -> None:
     ports = {free_port() for _ in range(20)}
     assert all(low // 2 <= port < low for port in ports), ports
     assert len(ports) > 10  # picked at random, not the same one each time
-    for port in ports:
+    for port in ports:  # bindable as servers bind (SO_REUSEADDR: another test's TIME_WAIT is no obstacle)
         with socket.socket() as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             probe.bind(("127.0.0.1", port))
 
 
