@@ -16,6 +16,7 @@ import pytest
 from prometheus_client import REGISTRY
 from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError
 
+from kron.agent_core.loop import MAX_REQUEST_BYTES
 from kron.contracts import names
 from kron.contracts.models import (
     ApprovalDecision,
@@ -193,6 +194,28 @@ async def test_hard_cancel_reaches_a_running_model_call(running_stack: Stack) ->
     assert time.monotonic() - started < 10
     assert (await handle.describe()).status == WorkflowExecutionStatus.CANCELED
     assert await handle.query(names.QUERY_STATUS, result_type=RunStatus) == RunStatus.CANCELLED
+
+
+async def test_a_conversation_past_temporals_payload_limit_still_completes(running_stack: Stack) -> None:
+    # 12 turns of 10 emails of ~19 kB: 2.3 MB of tool results. Sent whole, the later model calls
+    # could not even be scheduled (Temporal refuses a payload over 2 MB) and the run would hang.
+    running_stack.composio.add_tool(
+        "MAIL_READ", "mail", "Read one email.",
+        {"type": "object", "properties": {"turn": {"type": "integer"}, "call": {"type": "integer"}}},
+        lambda user, args: {"turn": args.get("turn"), "call": args.get("call"), "body": "x" * 19_000},
+    )
+    running_stack.composio.connect("alice", "mail")
+    running_stack.llm.responder = replies.scripted_agent(12, "MAIL_READ", parallel=10)
+    handle = await running_stack.start_run(toolkits=["mail"], max_iterations=50)
+    result = await asyncio.wait_for(handle.result(), timeout=90)
+
+    assert result.status == RunStatus.COMPLETED, result.error
+    assert result.usage.tool_calls == 120 and result.turns == 13
+    sizes = [len(json.dumps(r.body, separators=(",", ":"))) for r in running_stack.llm.requests]
+    assert max(sizes) <= MAX_REQUEST_BYTES, sizes
+    last = json.dumps(running_stack.llm.requests[-1].body)
+    assert "earlier tool result removed" in last  # the oldest results were cut ...
+    assert last.count("x" * 19_000) >= 10  # ... the newest turn's were not
 
 
 async def test_two_hundred_turns_continue_as_new_and_lose_nothing(running_stack: Stack) -> None:

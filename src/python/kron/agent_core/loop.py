@@ -8,6 +8,7 @@ outcome of each step back with `record_model_response` / `record_tool_results`.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +31,13 @@ DEFAULT_SYSTEM_PROMPT = (
 # Sent when a reply was cut off at max_tokens and we ask the model to go on.
 CONTINUE_PROMPT = "Your previous reply was cut off at the token limit. Continue exactly where you stopped."
 
+# One model call carries the whole conversation, and Temporal refuses a payload over 2 MB (its blob
+# size limit): a run whose request would be larger could never schedule its next step. Over this,
+# the oldest tool results are shortened until the request is back under ELIDE_TO_FRACTION of it.
+MAX_REQUEST_BYTES = 1_500_000
+ELIDE_TO_FRACTION = 0.75
+_ELIDED = "[earlier tool result removed to keep the conversation within its size limit: {} characters]"
+
 
 @dataclass(frozen=True)
 class RunLimits:
@@ -39,6 +47,7 @@ class RunLimits:
     token_budget: int | None = None  # input + output tokens per run
     max_continuations: int = 2  # how often a max_tokens cut-off is continued before finishing
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
+    max_request_bytes: int = MAX_REQUEST_BYTES  # the JSON of one model request
 
 
 @dataclass(frozen=True)
@@ -130,7 +139,25 @@ class AgentLoop:
                     }
                 )
             )
-        return CallModel(self.model_request())
+        request = self.model_request()
+        size = _json_size(request.model_dump(mode="json"))
+        if size > self.limits.max_request_bytes:
+            size = self._elide_old_tool_results(size)
+            if size > self.limits.max_request_bytes:
+                return self._finish(
+                    self.partial_result(RunStatus.FAILED).model_copy(
+                        update={
+                            "error": RunError(
+                                code="conversation_too_large",
+                                message=f"the next model request would be {size} bytes, over the "
+                                f"{self.limits.max_request_bytes}-byte limit, even without earlier "
+                                "tool results",
+                            )
+                        }
+                    )
+                )
+            request = self.model_request()
+        return CallModel(request)
 
     def model_request(self) -> ModelRequest:
         return ModelRequest(
@@ -240,6 +267,30 @@ class AgentLoop:
         ).result
 
     # ---- internals ---------------------------------------------------------------------------
+    def _elide_old_tool_results(self, size: int) -> int:
+        """Shorten tool results, oldest first and never the newest message's, until the request is
+        at most ELIDE_TO_FRACTION of the limit (so this does not happen again every turn). The model
+        is told what was removed. Returns the new size. Pure: the same conversation is always cut
+        the same way, so a replayed run cuts it as the original did."""
+        target = int(self.limits.max_request_bytes * ELIDE_TO_FRACTION)
+        for message in self.state.messages[:-1]:
+            content = message.get("content")
+            if message.get("role") != "user" or not isinstance(content, list):
+                continue
+            for block in content:
+                result = block.get("content") if isinstance(block, dict) else None
+                if block.get("type") != "tool_result" or not isinstance(result, str):
+                    continue
+                replacement = _ELIDED.format(len(result))
+                if len(result) <= len(replacement):
+                    continue
+                size -= _json_size(result) - _json_size(replacement)
+                block["content"] = replacement
+                if size <= target:
+                    return size
+        return size
+
+
     def _completed(self, truncated: bool = False) -> AgentRunResult:
         return AgentRunResult(
             status=RunStatus.COMPLETED,
@@ -289,6 +340,10 @@ def _tool_calls_awaiting_results(messages: list[dict[str, Any]]) -> list[ToolCal
         for b in content
         if isinstance(b, dict) and b.get("type") == "tool_use"
     ]
+
+
+def _json_size(value: Any) -> int:
+    return len(json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode())
 
 
 def _is_empty_text(block: dict[str, Any]) -> bool:

@@ -171,3 +171,43 @@ def test_fail_records_a_failed_model_step() -> None:
     assert result.status == RunStatus.FAILED
     assert loop.state.steps[-1].ok is False
     assert isinstance(loop.next_step(), Finish)
+
+
+def _turn_with_result(loop: AgentLoop, call_id: str, content: str) -> None:
+    loop.record_model_response(reply("tool_use", tool_use(call_id, name="GMAIL_FETCH_EMAILS")))
+    assert isinstance(loop.next_step(), RunTools)
+    loop.record_tool_results([ToolResult(tool_use_id=call_id, content=content)])
+
+
+def test_a_request_over_the_size_limit_loses_its_oldest_tool_results_first() -> None:
+    loop = new_loop(max_request_bytes=50_000)
+    loop.next_step()
+    sizes = []
+    for i in range(6):  # 10 kB of results a turn: over the limit at the fifth
+        _turn_with_result(loop, f"t{i}", f"email {i}: " + "x" * 10_000)
+        step = loop.next_step()
+        assert isinstance(step, CallModel)
+        request = step.request
+        sizes.append(len(request.model_dump_json().encode()))
+    assert max(sizes) <= 50_000, sizes
+    assert sizes[4] <= 50_000 * 0.75 < sizes[3] + 10_000  # cut back to 3/4 of the limit, once
+    results = [m["content"][0]["content"] for m in request.messages if m["role"] == "user"
+               and isinstance(m["content"], list)]
+    elided = [r for r in results if r.startswith("[earlier tool result removed")]
+    assert 1 <= len(elided) < 6
+    assert results[: len(elided)] == elided  # the oldest went first
+    assert results[-1].startswith("email 5: ")  # the newest is always kept whole
+    assert "10009 characters" in elided[0]
+    # What was cut stays cut (it is the run's state, and continue-as-new carries it).
+    assert loop.state.messages == request.messages
+
+
+def test_a_request_too_large_even_without_old_results_fails_the_run_clearly() -> None:
+    loop = new_loop(max_request_bytes=5_000)
+    loop.next_step()
+    _turn_with_result(loop, "t0", "x" * 6_000)  # the newest result alone is over the limit
+    step = loop.next_step()
+    assert isinstance(step, Finish)
+    assert step.result.status == RunStatus.FAILED
+    assert step.result.error is not None and step.result.error.code == "conversation_too_large"
+    assert "5000-byte limit" in step.result.error.message
