@@ -228,7 +228,8 @@ def schedule_body(a: argparse.Namespace) -> dict[str, Any]:
     """The POST /schedules body from flags, or from --file (JSON; flags given too override it)."""
     body = _with_flags(_file_object(a.file), a)
     body["name"] = a.name
-    run, timing = body.setdefault("run", {}), body.setdefault("timing", {})
+    run = body["run"] = body.get("run") or {}
+    timing = body["timing"] = body.get("timing") or {}
     if not run.get("goal"):
         raise CliError("usage", "a schedule needs a goal: --goal \"...\" (or in --file)", exit_code=EXIT_USAGE)
     if not timing.get("cron") and timing.get("interval_seconds") is None:

@@ -315,6 +315,9 @@ def test_schedule_body_cron_flags_replace_a_file_interval(tmp_path: Path) -> Non
     definition.write_text(json.dumps({"timing": {"interval_seconds": 60}, "run": {"goal": "g"}}))
     args = build_parser().parse_args(["schedules", "create", "n", "--file", str(definition), "--cron", "@daily"])
     assert schedule_body(args) == {"name": "n", "timing": {"cron": ["@daily"]}, "run": {"goal": "g"}}
+    definition.write_text(json.dumps({"timing": None, "run": None}))  # null sections: flags fill them
+    args = build_parser().parse_args(["schedules", "create", "n", "-f", str(definition), "-g", "g", "--every", "60"])
+    assert schedule_body(args) == {"name": "n", "timing": {"interval_seconds": 60}, "run": {"goal": "g"}}
 
 
 def test_a_run_waiting_for_approval_says_how_to_decide(tmp_path: Path) -> None:
