@@ -32,7 +32,8 @@ def test_it_gives_up_after_three_starts_and_shows_the_error_line(
 
 def test_other_failures_are_not_retried(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     broken = tmp_path / "temporal"
-    broken.write_text("#!/bin/sh\necho 'Error: sqlite: unable to open database file'\nexit 1\n")
+    broken.write_text(f"#!/bin/sh\necho started >> '{tmp_path / 'starts'}'\n"
+                      "echo 'Error: sqlite: unable to open database file'\nexit 1\n")
     broken.chmod(0o755)
     monkeypatch.setenv("KRON_TEMPORAL_BIN", str(broken))
     server = TemporalDevServer()
@@ -41,3 +42,4 @@ def test_other_failures_are_not_retried(tmp_path: Path, monkeypatch: pytest.Monk
             server.start()
     finally:
         server.cleanup()
+    assert (tmp_path / "starts").read_text().splitlines() == ["started"]

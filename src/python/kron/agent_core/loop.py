@@ -290,7 +290,6 @@ class AgentLoop:
                     return size
         return size
 
-
     def _completed(self, truncated: bool = False) -> AgentRunResult:
         return AgentRunResult(
             status=RunStatus.COMPLETED,
