@@ -116,46 +116,26 @@ class AgentLoop:
             return RunTools(list(self._pending_calls))
         budget = self.limits.token_budget
         if budget is not None and self.state.usage.total_tokens >= budget:
-            return self._finish(
-                self.partial_result(RunStatus.BUDGET_EXCEEDED).model_copy(
-                    update={
-                        "error": RunError(
-                            code="budget_exceeded",
-                            message=f"token budget of {budget} used up "
-                            f"({self.state.usage.total_tokens} tokens)",
-                        )
-                    }
-                )
-            )
+            return self._stop(RunStatus.BUDGET_EXCEEDED, RunError(
+                code="budget_exceeded",
+                message=f"token budget of {budget} used up ({self.state.usage.total_tokens} tokens)",
+            ))
         if self.state.turns >= self.limits.max_iterations:
-            return self._finish(
-                self.partial_result(RunStatus.MAX_ITERATIONS).model_copy(
-                    update={
-                        "error": RunError(
-                            code="max_iterations",
-                            message=f"stopped after {self.state.turns} model calls "
-                            f"(max_iterations={self.limits.max_iterations})",
-                        )
-                    }
-                )
-            )
+            return self._stop(RunStatus.MAX_ITERATIONS, RunError(
+                code="max_iterations",
+                message=f"stopped after {self.state.turns} model calls "
+                f"(max_iterations={self.limits.max_iterations})",
+            ))
         request = self.model_request()
         size = _json_size(request.model_dump(mode="json"))
         if size > self.limits.max_request_bytes:
             size = self._elide_old_tool_results(size)
             if size > self.limits.max_request_bytes:
-                return self._finish(
-                    self.partial_result(RunStatus.FAILED).model_copy(
-                        update={
-                            "error": RunError(
-                                code="conversation_too_large",
-                                message=f"the next model request would be {size} bytes, over the "
-                                f"{self.limits.max_request_bytes}-byte limit, even without earlier "
-                                "tool results",
-                            )
-                        }
-                    )
-                )
+                return self._stop(RunStatus.FAILED, RunError(
+                    code="conversation_too_large",
+                    message=f"the next model request would be {size} bytes, over the "
+                    f"{self.limits.max_request_bytes}-byte limit, even without earlier tool results",
+                ))
             request = self.model_request()
         return CallModel(request)
 
@@ -262,9 +242,7 @@ class AgentLoop:
         """End the run as failed (e.g. a model call that cannot succeed)."""
         if error.code.startswith("model"):
             self._record_step(StepKind.MODEL, self.limits.model, False, error.message, 0.0)
-        return self._finish(
-            self.partial_result(RunStatus.FAILED).model_copy(update={"error": error})
-        ).result
+        return self._stop(RunStatus.FAILED, error).result
 
     # ---- internals ---------------------------------------------------------------------------
     def _elide_old_tool_results(self, size: int) -> int:
@@ -298,6 +276,10 @@ class AgentLoop:
             usage=self.state.usage.model_copy(),
             turns=self.state.turns,
         )
+
+    def _stop(self, status: RunStatus, error: RunError) -> Finish:
+        """End the run early: the result so far, with why."""
+        return self._finish(self.partial_result(status).model_copy(update={"error": error}))
 
     def _finish(self, result: AgentRunResult) -> Finish:
         self._finished = result
