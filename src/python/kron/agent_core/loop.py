@@ -238,10 +238,13 @@ class AgentLoop:
         self.state.messages.append({"role": "user", "content": blocks})
         self._pending_calls = []
 
+    def fail_model_call(self, error: RunError) -> AgentRunResult:
+        """End the run as failed because a model call cannot succeed (recorded as a failed step)."""
+        self._record_step(StepKind.MODEL, self.limits.model, False, error.message, 0.0)
+        return self.fail(error)
+
     def fail(self, error: RunError) -> AgentRunResult:
-        """End the run as failed (e.g. a model call that cannot succeed)."""
-        if error.code.startswith("model"):
-            self._record_step(StepKind.MODEL, self.limits.model, False, error.message, 0.0)
+        """End the run as failed for a reason that is not a step of its own (e.g. an abort)."""
         return self._stop(RunStatus.FAILED, error).result
 
     # ---- internals ---------------------------------------------------------------------------

@@ -167,10 +167,18 @@ def test_checkpoint_between_model_and_tools_resumes_with_the_tool_calls() -> Non
 
 def test_fail_records_a_failed_model_step() -> None:
     loop = new_loop()
-    result = loop.fail(RunError(code="model_bad_request", message="bad", status_code=400))
+    result = loop.fail_model_call(RunError(code="model_bad_request", message="bad", status_code=400))
     assert result.status == RunStatus.FAILED
     assert loop.state.steps[-1].ok is False
     assert isinstance(loop.next_step(), Finish)
+
+
+def test_fail_for_a_reason_that_is_no_step_records_no_step() -> None:
+    loop = new_loop()
+    result = loop.fail(RunError(code="outcome_unknown", message="aborted"))
+    assert result.status == RunStatus.FAILED and result.error is not None
+    assert result.error.code == "outcome_unknown"
+    assert loop.state.steps == []
 
 
 def _turn_with_result(loop: AgentLoop, call_id: str, content: str) -> None:

@@ -53,7 +53,7 @@ async def run_agent(
             try:
                 response = await llm.complete(step.request)
             except ModelCallError as exc:
-                return loop.fail(
+                return loop.fail_model_call(
                     RunError(code=exc.code, message=exc.message, status_code=exc.status_code)
                 )
             loop.record_model_response(response)

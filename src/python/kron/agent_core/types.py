@@ -22,8 +22,14 @@ class ModelResponse(BaseModel):
 
     content: list[dict[str, Any]]  # content blocks as plain JSON dicts (text / tool_use / ...)
     stop_reason: str | None
-    input_tokens: int = 0
+    input_tokens: int = 0  # uncached input only (as the API counts it)
     output_tokens: int = 0
+    # Prompt caching: input read from the cache, and written to it (all TTLs; of which 1 h).
+    cache_read_input_tokens: int = 0
+    cache_creation_input_tokens: int = 0
+    cache_creation_1h_input_tokens: int = 0
+    # USD for this call by the worker's price table; None: this model's price is unknown.
+    cost_usd: float | None = None
     model: str = ""
     request_id: str | None = None
     duration_seconds: float = 0.0

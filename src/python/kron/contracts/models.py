@@ -36,8 +36,12 @@ class StepKind(StrEnum):
 class Usage(BaseModel):
     """Token and call accounting for one run (accumulated across continue-as-new)."""
 
-    input_tokens: int = 0
+    input_tokens: int = 0  # uncached input only (as the API counts it)
     output_tokens: int = 0
+    cache_creation_input_tokens: int = 0
+    cache_read_input_tokens: int = 0
+    # USD spent on model calls. None once any call's price was unknown: never counted as 0.
+    cost_usd: float | None = 0.0
     model_calls: int = 0
     tool_calls: int = 0
 

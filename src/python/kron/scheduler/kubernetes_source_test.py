@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
 from kubernetes import client as k8s_client
@@ -36,6 +36,13 @@ class FakeResponse:
 
     def stream(self, amt: int | None = None, decode_content: bool = True) -> Iterator[bytes]:
         yield from self.body.splitlines(keepends=True)  # the API server flushes one event per chunk
+
+    # kubernetes < 37 reads headers through urllib3's older accessors.
+    def getheaders(self) -> dict[str, str]:
+        return self.headers
+
+    def getheader(self, name: str, default: str | None = None) -> str | None:
+        return self.headers.get(name, default)
 
     def close(self) -> None:
         pass
@@ -64,7 +71,11 @@ class FakePoolManager:
     def request(self, method: str, url: str, **kwargs: Any) -> FakeResponse:
         parts = urlsplit(url)
         body = kwargs.get("body")
-        query = parse_qs(parts.query)
+        # kubernetes 36 passes a GET's query as urllib3 `fields` (urlencoded into the URL, booleans
+        # as "True"); newer clients put it in the URL themselves.
+        fields = urlencode(kwargs.get("fields") or [])
+        query = {k: [v.lower() if v in ("True", "False") else v for v in vs]
+                 for k, vs in parse_qs("&".join(filter(None, [parts.query, fields]))).items()}
         self.requests.append(Request(method, parts.path, query, dict(kwargs.get("headers") or {}),
                                      json.loads(body) if body else None))
         if not self.responses and query.get("watch") == ["true"]:

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
 
 with workflow.unsafe.imports_passed_through():
@@ -54,35 +54,19 @@ with workflow.unsafe.imports_passed_through():
         NotifyInput,
         ToolCallInput,
     )
+    from kron.worker.step_options import (
+        CANCEL_RUN_STEP,
+        LIST_TOOLS_STEP,
+        MODEL_STEP,
+        NOTIFY_STEP,
+        SAFE_TOOL_STEP,
+        UNSAFE_TOOL_STEP,
+        StepOptions,
+    )
 
-# A dead worker is noticed within HEARTBEAT_TIMEOUT; activities heartbeat every second.
-HEARTBEAT_TIMEOUT = timedelta(seconds=5)
-MODEL_CALL_TIMEOUT = timedelta(minutes=10)
-TOOL_CALL_TIMEOUT = timedelta(minutes=5)
 DEFAULT_MAX_TOKENS = 4096
-
-# Rate limits, overload, 5xx and connection errors are retried with backoff (a `retry-after` from the
-# API overrides the backoff for that attempt); bad requests, auth errors and a blocked key are raised
-# as non-retryable by the activity and fail the run at once with a clear error.
-MODEL_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=1),
-    backoff_coefficient=2.0,
-    maximum_interval=timedelta(minutes=2),
-    maximum_attempts=10,
-)
-# Tool transport failures (Composio 5xx, connection): a few tries, then the model is told.
-TOOL_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=1),
-    backoff_coefficient=2.0,
-    maximum_interval=timedelta(seconds=30),
-    maximum_attempts=3,
-)
-# An unsafe tool call (it may act twice) gets ONE attempt: a crash or a failure after the request may
-# have reached the tool leaves its outcome unknown, and a human decides. The workflow itself retries
-# it only when the request provably never got there (TOOL_NOT_EXECUTED).
-UNSAFE_TOOL_RETRY = RetryPolicy(maximum_attempts=1)
+# An unsafe call whose request provably never reached the tool is tried this often in all.
 NOT_EXECUTED_ATTEMPTS = 3
-NOTIFY_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=3)
 # Histories recorded before tool safety existed replay through the old path (see _execute_tool).
 TOOL_SAFETY_PATCH = "tool-safety-v1"
 HARD_CANCEL_PATCH = "hard-cancel-timer-v1"
@@ -98,6 +82,14 @@ class _RunAborted(Exception):
     def __init__(self, error: RunError) -> None:
         super().__init__(error.message)
         self.error = error
+
+
+@dataclass(frozen=True)
+class _ApprovalOutcome:
+    """What a human decided on a turn's gated tool calls."""
+
+    cancelled: bool = False  # the run was cancelled while it waited
+    refusals: dict[str, str] = field(default_factory=dict)  # refused call id -> reason the model sees
 
 
 @workflow.defn(name=names.AGENT_WORKFLOW)
@@ -141,13 +133,14 @@ class AgentWorkflow:
                 if isinstance(step, CallModel):
                     response = await self._call_model(ModelCallInput(request=step.request))
                     if isinstance(response, RunError):
-                        result = loop.fail(response)
+                        result = loop.fail_model_call(response)
                         break
                     loop.record_model_response(response)
                 elif isinstance(step, RunTools):
-                    refusals = await self._approve(input.approval, loop.state.turns, step.calls)
-                    if refusals is None:
-                        continue  # cancelled while waiting: the loop finishes the run
+                    approval = await self._approve(input.approval, loop.state.turns, step.calls)
+                    if approval.cancelled:
+                        continue  # the loop finishes the run
+                    refusals = approval.refusals
                     try:
                         results = await asyncio.gather(
                             *(
@@ -228,19 +221,13 @@ class AgentWorkflow:
         return await workflow.execute_activity_method(
             AgentActivities.list_tools,
             ListToolsInput(user_id=input.user_id, toolkits=input.toolkits),
-            start_to_close_timeout=timedelta(minutes=1),
-            heartbeat_timeout=HEARTBEAT_TIMEOUT,
-            retry_policy=TOOL_RETRY,
+            **LIST_TOOLS_STEP.as_kwargs(),
         )
 
     async def _call_model(self, input: ModelCallInput) -> ModelResponse | RunError:
         try:
             return await workflow.execute_activity_method(
-                AgentActivities.call_model,
-                input,
-                start_to_close_timeout=MODEL_CALL_TIMEOUT,
-                heartbeat_timeout=HEARTBEAT_TIMEOUT,
-                retry_policy=MODEL_RETRY,
+                AgentActivities.call_model, input, **MODEL_STEP.as_kwargs()
             )
         except ActivityError as exc:
             cause = exc.cause
@@ -263,11 +250,14 @@ class AgentWorkflow:
             await self._safety_of(call.name) != ToolSafety.UNSAFE
         ):
             # Read-only and idempotent calls are simply retried, after a crash too.
-            return await self._run_tool_activity(activity_input, TOOL_RETRY)
+            try:
+                return await self._run_tool_activity(activity_input, SAFE_TOOL_STEP)
+            except ActivityError as exc:
+                return _failed_tool_result(call, exc.cause or exc)
         not_executed = 0
         while True:
             try:
-                return await self._run_tool_activity(activity_input, UNSAFE_TOOL_RETRY)
+                return await self._run_tool_activity(activity_input, UNSAFE_TOOL_STEP)
             except ActivityError as exc:
                 cause = exc.cause
                 if isinstance(cause, ApplicationError) and cause.type == TOOL_NOT_EXECUTED:
@@ -298,23 +288,17 @@ class AgentWorkflow:
                 outcome_unknown=True,
             )
 
-    async def _run_tool_activity(self, input: ToolCallInput, retry: RetryPolicy) -> ToolResult:
-        """Run the tool activity. A failed call becomes an error result the model sees (the other
-        calls stand), except under UNSAFE_TOOL_RETRY, where the caller decides."""
+    async def _run_tool_activity(self, input: ToolCallInput, options: StepOptions) -> ToolResult:
+        """Run the tool activity. Its failure is raised (`ActivityError`) for the caller to judge;
+        a hard cancel of the run is raised as `asyncio.CancelledError`."""
         try:
             return await workflow.execute_activity_method(
-                AgentActivities.execute_tool,
-                input,
-                start_to_close_timeout=TOOL_CALL_TIMEOUT,
-                heartbeat_timeout=HEARTBEAT_TIMEOUT,
-                retry_policy=retry,
+                AgentActivities.execute_tool, input, **options.as_kwargs()
             )
         except ActivityError as exc:
             if isinstance(exc.cause, CancelledError):
                 raise asyncio.CancelledError() from exc
-            if retry is UNSAFE_TOOL_RETRY:
-                raise
-            return _failed_tool_result(input.call, exc.cause or exc)
+            raise
 
     async def _safety_of(self, tool_name: str) -> ToolSafety:
         assert self._loop is not None
@@ -375,12 +359,11 @@ class AgentWorkflow:
 
     async def _approve(
         self, policy: ApprovalPolicy | None, turn: int, calls: list[ToolCall]
-    ) -> dict[str, str] | None:
-        """Wait for a human on the calls the policy gates. Returns the refused calls' reasons by id
-        (empty: run them all), or None if the run was cancelled while waiting."""
+    ) -> _ApprovalOutcome:
+        """Wait for a human on the calls the policy gates."""
         gated = [c for c in calls if policy is not None and policy.requires(c.name)]
         if policy is None or not gated:
-            return {}
+            return _ApprovalOutcome()
         self._pending_approval = PendingApproval(
             turn=turn,
             calls=[PendingToolCall(id=c.id, name=c.name, input=c.input) for c in gated],
@@ -400,11 +383,11 @@ class AgentWorkflow:
             self._pending_approval = None
             self._status = RunStatus.RUNNING
         if decision is None:
-            return None
+            return _ApprovalOutcome(cancelled=True)
         if decision.approved:
-            return {}
+            return _ApprovalOutcome()
         reason = f"the user did not approve this call: {decision.reason or 'denied'}"
-        return {c.id: reason for c in gated}
+        return _ApprovalOutcome(refusals={c.id: reason for c in gated})
 
     @staticmethod
     async def _refused(call: ToolCall, reason: str) -> ToolResult:
@@ -419,8 +402,7 @@ class AgentWorkflow:
             await workflow.execute_activity_method(
                 AgentActivities.cancel_run,
                 CancelRunInput(workflow_id=info.workflow_id, run_id=info.run_id),
-                start_to_close_timeout=timedelta(seconds=30),
-                retry_policy=NOTIFY_RETRY,
+                **CANCEL_RUN_STEP.as_kwargs(),
             )
         except ActivityError as error:
             # The graceful cancel still stops the run after its current step.
@@ -437,8 +419,7 @@ class AgentWorkflow:
                     callback_url=input.callback_url,
                     result=result,
                 ),
-                start_to_close_timeout=timedelta(seconds=15),
-                retry_policy=NOTIFY_RETRY,
+                **NOTIFY_STEP.as_kwargs(),
             )
         except ActivityError:
             workflow.logger.warning("completion webhook failed; the run's result is unaffected")
