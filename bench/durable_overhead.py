@@ -1,7 +1,9 @@
-"""Durable overhead per agent step: AgentWorkflow on a worker + Temporal vs. the in-process runner.
+"""Durable overhead per agent step: AgentWorkflow on a worker + Temporal vs. the in-process runner,
+and vs. Temporal's own floor (a bare workflow running as many no-op activities, same server).
 
-Both drive the same `AgentLoop` against the same fake Anthropic and Composio servers through the
-real SDKs; the difference per step is what durability costs.
+Both agent designs drive the same `AgentLoop` against the same fake Anthropic and Composio servers
+through the real SDKs; the difference per step is what durability costs. The floor tells how much
+of that is Temporal's round trip and how much is kron's own.
 
     ./pants run bench/durable_overhead.py -- --turns 20 --runs 7
 """
@@ -17,8 +19,10 @@ import uuid
 
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Worker
 
 import _harness
+from _floor import FLOOR_WORKFLOW, FloorWorkflow, noop
 from _harness import ANTHROPIC_KEY, COMPOSIO_KEY, STEP_TOOL, add_step_tool, median_ms, table
 from kron.agent_core.anthropic_llm import AnthropicLLM
 from kron.agent_core.composio_tools import ComposioToolProvider
@@ -73,16 +77,31 @@ async def main(turns: int, runs: int) -> None:
 
             durable_runs = [await durable() for _ in range(runs + 1)][1:]
 
-    base_ms, ours_ms = median_ms(baseline), median_ms(durable_runs)
+        floor_queue = f"bench-floor-{uuid.uuid4().hex[:8]}"
+        async with Worker(client, task_queue=floor_queue, workflows=[FloorWorkflow], activities=[noop]):
+
+            async def floor() -> float:
+                started = time.perf_counter()
+                await client.execute_workflow(FLOOR_WORKFLOW, steps, id=f"bench-floor-{uuid.uuid4()}",
+                                              task_queue=floor_queue, result_type=int)
+                return time.perf_counter() - started
+
+            floor_runs = [await floor() for _ in range(runs + 1)][1:]
+
+    base_ms, ours_ms, floor_ms = median_ms(baseline), median_ms(durable_runs), median_ms(floor_runs)
     print(f"\nDurable overhead per agent step ({turns} turns = {steps} steps per run, "
           f"median of {runs} runs, {os.cpu_count()} cores)\n")
     print(table([
         ("design", "run (ms)", "per step (ms)"),
         ("in-process runner (baseline)", f"{base_ms:.0f}", f"{base_ms / steps:.1f}"),
         ("worker + Temporal (kron)", f"{ours_ms:.0f}", f"{ours_ms / steps:.1f}"),
+        ("Temporal floor: no-op activities", f"{floor_ms:.0f}", f"{floor_ms / steps:.1f}"),
     ]))
     print(f"\ndurable overhead per step: {(ours_ms - base_ms) / steps:.1f} ms   "
           f"ratio kron/baseline: {ours_ms / base_ms:.2f}x")
+    # kron's step also does the fake servers' work (what the in-process run measures).
+    print(f"kron per step vs Temporal's floor: {ours_ms / floor_ms:.2f}x raw, "
+          f"{(ours_ms - base_ms) / floor_ms:.2f}x without the model and tool time")
     await activities.aclose()
     llm_fake.stop()
     composio_fake.stop()
