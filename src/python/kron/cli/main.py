@@ -31,12 +31,16 @@ import httpx
 from kron.cli import render
 from kron.cli.api import Api, CliError, check_user_id, default_user
 from kron.cli.config import TOKEN_FILE, TokenCache, config_dir, gateway_url
+from kron.contracts.models import UnknownOutcomeAction
+from kron.contracts.schedules import ConcurrencyPolicy
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
-RUN_STATUSES = ("queued", "running", "waiting", "completed", "failed", "cancelled", "max_iterations",
-                "budget_exceeded")
+# GET /tasks?status=: the gateway's ExecutionState, which the CLI may not import (a deployable's own
+# schema); tests/integration/cli/choices_test.py holds the two equal.
 EXECUTION_STATES = ("running", "completed", "failed", "cancelled", "terminated", "timed_out")
-CONCURRENCY_POLICIES = ("Allow", "Forbid", "Replace")
+# Plain strings, not the enum members: argparse shows them in its errors.
+CONCURRENCY_POLICIES = tuple(policy.value for policy in ConcurrencyPolicy)
+RESOLVE_ACTIONS = tuple(action.value for action in UnknownOutcomeAction)
 
 
 @dataclass
@@ -357,7 +361,7 @@ def cmd_schedules_runs(ctx: Context) -> int:
 
 
 def cmd_up(ctx: Context) -> int:
-    from kron.cli.up import run_up
+    from kron.cli.up.command import run_up
 
     return run_up(ctx.args, ctx.environ, ctx.out, ctx.err)
 
@@ -425,7 +429,7 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--reason", help="told to the model")
     resolve = command("resolve", cmd_resolve, "decide about tool calls whose outcome is unknown after a crash")
     resolve.add_argument("task_id", metavar="ID")
-    resolve.add_argument("action", choices=("retry", "skip", "abort"))
+    resolve.add_argument("action", choices=RESOLVE_ACTIONS)
     resolve.add_argument("--reason")
 
     schedules = command("schedules", _no_subcommand, "scheduled runs (cron or interval)")
@@ -457,7 +461,7 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         sched_command(name, handler, text).add_argument("name")
 
-    from kron.cli.up import UP_DESCRIPTION, add_up_arguments
+    from kron.cli.up.command import UP_DESCRIPTION, add_up_arguments
 
     up = command("up", cmd_up, "run the local stack: Temporal, worker, gateway, scheduler",
                  formatter_class=argparse.RawDescriptionHelpFormatter)
