@@ -10,16 +10,20 @@ so every model request and every tool execution is attributed to its run, turn a
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import contextlib
 import json
 import math
+import os
 import random
 import re
+import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, NoReturn, Protocol, TypeVar
 
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowHandle
@@ -32,6 +36,7 @@ from kron_testing import fake_anthropic as replies
 from kron_testing.fake_anthropic import FakeAnthropic, RecordedRequest, Reply
 from kron_testing.fake_composio import Execution, FakeComposio
 from kron_testing.processes import KronProcess
+from kron_testing.temporal_server import TemporalDevServer
 
 __all__ = ["table"]
 
@@ -228,6 +233,32 @@ class Fleet:
             process.kill()
 
 
+@dataclass(frozen=True)
+class SuiteServers:
+    server: TemporalDevServer
+    llm: FakeAnthropic
+    composio: FakeComposio
+    fleet: Fleet
+
+
+@contextlib.contextmanager
+def suite_servers() -> Iterator[SuiteServers]:
+    """What every suite runs against: a Temporal dev server, the fake Anthropic and Composio
+    servers (with the suites' keys; quiet about cut connections) and a Fleet for its subprocesses,
+    all stopped afterwards (the subprocesses first)."""
+    fleet = Fleet()
+    with (
+        TemporalDevServer() as server,
+        FakeAnthropic(api_key=ANTHROPIC_KEY) as llm,
+        FakeComposio(api_key=COMPOSIO_KEY) as composio,
+    ):
+        quiet(llm, composio)
+        try:
+            yield SuiteServers(server, llm, composio, fleet)
+        finally:
+            fleet.close()
+
+
 # --------------------------------------------------------------------------------------------
 # Temporal
 
@@ -396,3 +427,28 @@ def quiet(*fakes: FakeAnthropic | FakeComposio) -> None:
         server = getattr(fake, "_server", None)
         if server is not None:
             server.handle_error = lambda request, client_address: None
+
+
+# --------------------------------------------------------------------------------------------
+# Command line
+
+
+class SuiteReport(Protocol):
+    def rows(self) -> list[tuple[str, ...]]: ...
+
+    def violations(self) -> list[str]: ...
+
+
+def suite_parser(description: str | None) -> argparse.ArgumentParser:
+    """A suite's argument parser; `description` is its module docstring, shown as written."""
+    return argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def conclude(title: str, report: SuiteReport, notes: Sequence[str] = ()) -> NoReturn:
+    """Print the report and whether every invariant held, then exit: 0 if all held, else 1.
+    os._exit: the process ends here even if a thread the suite started is still running."""
+    print_report(title, report.rows(), notes)
+    failed = report.violations()
+    print("invariants: " + ("all held" if not failed else "FAILED\n  " + "\n  ".join(failed)), flush=True)
+    sys.stdout.flush()
+    os._exit(1 if failed else 0)

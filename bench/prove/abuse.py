@@ -22,7 +22,6 @@ for the run's secrets everywhere they must never appear.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import base64
 import functools
@@ -68,13 +67,14 @@ from prove._common import (
     Fleet,
     add_notes_tools,
     bounded,
+    conclude,
     connect,
     gateway_env,
     goal_for,
     memory_of,
-    print_report,
-    quiet,
     ready_value,
+    suite_parser,
+    suite_servers,
     worker_env,
 )
 
@@ -271,19 +271,10 @@ def _echoes(secret: str) -> Callable[[httpx.Response], str | None]:
 
 
 async def run_abuse(config: AbuseConfig) -> AbuseReport:
-    fleet = Fleet()
     sink = WebhookSink()
     try:
-        with (
-            TemporalDevServer() as server,
-            FakeAnthropic(api_key=ANTHROPIC_KEY) as llm,
-            FakeComposio(api_key=COMPOSIO_KEY) as composio,
-        ):
-            quiet(llm, composio)
-            try:
-                return await _run(config, server, llm, composio, fleet, sink)
-            finally:
-                fleet.close()
+        with suite_servers() as s:
+            return await _run(config, s.server, s.llm, s.composio, s.fleet, sink)
     finally:
         sink.close()
 
@@ -763,22 +754,19 @@ def _sum_metric(text: str, name: str, label: str) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = suite_parser(__doc__)
     parser.add_argument("--fuzz", type=int, default=400, help="schemathesis cases (0: skip)")
     parser.add_argument("--flood", type=int, default=15)
     args = parser.parse_args()
     config = AbuseConfig(fuzz=args.fuzz, flood=args.flood)
     report = asyncio.run(run_abuse(config))
-    failed = report.violations()
-    print_report(
+    conclude(
         "Abuse: hostile requests against a gateway process (production settings) with a worker "
         "behind it, then a search for the run's secrets",
-        report.rows(),
+        report,
         [f"observation: {o}" for o in report.observations]
         + [f"failed: {p.group}: {p.name}: expected {p.expected}, got {p.got}" for p in report.probes if not p.ok],
     )
-    print("invariants: " + ("all held" if not failed else "FAILED\n  " + "\n  ".join(failed)), flush=True)
-    os._exit(1 if failed else 0)
 
 
 if __name__ == "__main__":

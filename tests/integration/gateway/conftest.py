@@ -14,7 +14,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import pytest
@@ -24,12 +24,12 @@ from temporalio.client import Client
 
 from kron.gateway.app import create_app
 from kron.gateway.settings import GatewaySettings
+from kron_testing.polling import eventually as eventually  # re-exported to the tests here
 from kron_testing.temporal_server import TemporalDevServer
 
 from ..conftest import COMPOSIO_KEY, Stack
 
 JWT_SECRET = "gateway-test-jwt-secret-0123456789abcdef"
-T = TypeVar("T")
 
 
 def unique_user(name: str = "user") -> str:
@@ -135,15 +135,3 @@ async def served_gateway(gateway: Gateway) -> AsyncIterator[Gateway]:
         yield Gateway(gateway.app, http, gateway.settings)
     server.should_exit = True
     await serving
-
-
-async def eventually(check: Callable[[], Awaitable[T]], timeout: float = 10.0) -> T:
-    """Retry `check` until it stops raising AssertionError (visibility is eventually consistent)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return await check()
-        except AssertionError:
-            if time.monotonic() > deadline:
-                raise
-            await asyncio.sleep(0.1)

@@ -9,12 +9,13 @@ every 0.2 s, so fires and their records show up within a second or two.
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -29,13 +30,12 @@ from kron.scheduler.activities import SchedulerActivities
 from kron.scheduler.main import build_worker
 from kron.scheduler.metrics import SchedulerMetrics
 from kron.scheduler.preflight import LazyConnections
-from kron_testing import fake_anthropic
+from kron_testing import fake_anthropic, polling
 from kron_testing.fake_anthropic import Reply
 from kron_testing.temporal_server import TemporalDevServer
 
 from ..conftest import COMPOSIO_KEY, Stack
 
-T = TypeVar("T")
 SLOW_MARKER = "[slow]"
 
 
@@ -162,16 +162,8 @@ async def delete_schedules_on(client: Client, scheduler_task_queue: str) -> None
                 raise
 
 
-async def eventually(check: Callable[[], Awaitable[T]], timeout: float = 15.0) -> T:
-    """Retry `check` until it stops raising AssertionError (visibility is eventually consistent)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return await check()
-        except AssertionError:
-            if time.monotonic() > deadline:
-                raise
-            await asyncio.sleep(0.1)
+# Fires and ledger records take longer to show than a gateway listing.
+eventually = functools.partial(polling.eventually, timeout=15.0)
 
 
 __all__ = ["SLOW_MARKER", "Scheduler", "TemporalDevServer", "definition", "eventually", "unique"]

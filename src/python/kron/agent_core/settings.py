@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
-
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -24,7 +22,3 @@ class AgentSettings(BaseSettings):
     kron_max_tokens: int = Field(default=4096, ge=1, le=64_000)
     kron_model_timeout_seconds: float = Field(default=600.0, gt=0)
 
-
-@lru_cache
-def get_agent_settings() -> AgentSettings:
-    return AgentSettings()

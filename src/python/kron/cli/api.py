@@ -124,7 +124,7 @@ class Api:
         """POST /auth/token for `user` (a dev-mode gateway), cached for this gateway."""
         check_user_id(user)
         try:
-            body = self._send("POST", "/auth/token", json={"user_id": user}, authenticated=False)
+            body = self._send(self._request("POST", "/auth/token", json={"user_id": user}), bearer=None)
         except CliError as error:
             if error.error == "not_found":
                 raise CliError(
@@ -159,31 +159,28 @@ class Api:
     ) -> Any:
         """An authenticated request; the parsed JSON body (None for 204). A 401 with a cached token
         gets one fresh token and one retry."""
+        request = self._request(method, path, json=json, params=params, headers=headers)
         try:
-            return self._send(method, path, json=json, params=params, headers=headers, authenticated=True)
+            return self._send(request, bearer=self._bearer())
         except CliError as error:
             if error.extra.get("status_code") != 401 or self.token:
                 raise
         self.cache.forget(self.base_url)
-        return self._send(method, path, json=json, params=params, headers=headers, authenticated=True, fresh=True)
+        return self._send(request, bearer=self._bearer(fresh=True))
 
-    def _send(
-        self,
-        method: str,
-        path: str,
-        *,
-        json: Any = None,
-        params: Mapping[str, Any] | None = None,
+    def _request(
+        self, method: str, path: str, *, json: Any = None, params: Mapping[str, Any] | None = None,
         headers: Mapping[str, str] | None = None,
-        authenticated: bool,
-        fresh: bool = False,
-    ) -> Any:
-        all_headers = dict(headers or {})
-        if authenticated:
-            all_headers["Authorization"] = f"Bearer {self._bearer(fresh=fresh)}"
+    ) -> httpx.Request:
         clean_params = {k: v for k, v in (params or {}).items() if v is not None}
+        return self.client.build_request(method, path, json=json, params=clean_params, headers=headers)
+
+    def _send(self, request: httpx.Request, *, bearer: str | None) -> Any:
+        """Send `request` (with this bearer token, if any); the parsed JSON body (None for 204)."""
+        if bearer is not None:
+            request.headers["Authorization"] = f"Bearer {bearer}"
         try:
-            response = self.client.request(method, path, json=json, params=clean_params, headers=all_headers)
+            response = self.client.send(request)
         except httpx.HTTPError as error:
             raise self.transport_error(error) from None
         if response.status_code >= 400:
@@ -193,7 +190,8 @@ class Api:
         try:
             return response.json()
         except ValueError:
-            raise CliError("bad_response", f"{method} {path} answered {response.status_code} without JSON") from None
+            raise CliError("bad_response", f"{request.method} {request.url.path} answered {response.status_code} "
+                                           "without JSON") from None
 
     def transport_error(self, error: httpx.HTTPError) -> CliError:
         if isinstance(error, httpx.ConnectError):

@@ -31,12 +31,16 @@ import httpx
 from kron.cli import render
 from kron.cli.api import Api, CliError, check_user_id, default_user
 from kron.cli.config import TOKEN_FILE, TokenCache, config_dir, gateway_url
+from kron.contracts.models import UnknownOutcomeAction
+from kron.contracts.schedules import ConcurrencyPolicy
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
-RUN_STATUSES = ("queued", "running", "waiting", "completed", "failed", "cancelled", "max_iterations",
-                "budget_exceeded")
+# GET /tasks?status=: the gateway's ExecutionState, which the CLI may not import (a deployable's own
+# schema); tests/integration/cli/choices_test.py holds the two equal.
 EXECUTION_STATES = ("running", "completed", "failed", "cancelled", "terminated", "timed_out")
-CONCURRENCY_POLICIES = ("Allow", "Forbid", "Replace")
+# Plain strings, not the enum members: argparse shows them in its errors.
+CONCURRENCY_POLICIES = tuple(policy.value for policy in ConcurrencyPolicy)
+RESOLVE_ACTIONS = tuple(action.value for action in UnknownOutcomeAction)
 
 
 @dataclass
@@ -70,6 +74,11 @@ class Context:
 
     def note(self, text: str) -> None:
         print(text, file=self.err, flush=True)
+
+    def show(self, value: Any, text: Callable[[Any], str]) -> int:
+        """`value` as the API's JSON with --json, else as `text` renders it; the exit code."""
+        self.print(render.as_json(value) if self.json else text(value))
+        return EXIT_OK
 
     @property
     def marks(self) -> tuple[str, str]:
@@ -174,34 +183,25 @@ def _json_or_empty(text: str) -> dict[str, Any]:
 def cmd_tasks(ctx: Context) -> int:
     a = ctx.args
     page = ctx.api.call("GET", "/tasks", params={"status": a.status, "limit": a.limit, "cursor": a.cursor})
-    ctx.print(render.as_json(page) if ctx.json else render.tasks_table(page))
-    return EXIT_OK
+    return ctx.show(page, render.tasks_table)
 
 
 def cmd_task(ctx: Context) -> int:
     task = ctx.api.call("GET", f"/tasks/{ctx.args.task_id}")
-    ctx.print(render.as_json(task) if ctx.json else render.task_detail(task, *ctx.marks))
-    return EXIT_OK
+    return ctx.show(task, lambda t: render.task_detail(t, *ctx.marks))
 
 
 def cmd_cancel(ctx: Context) -> int:
     accepted = ctx.api.call("DELETE", f"/tasks/{ctx.args.task_id}")
-    if ctx.json:
-        ctx.print(render.as_json(accepted))
-    else:
-        ctx.print(f"cancelling {accepted['task_id']}: it stops after its current step "
-                  f"(for good after {accepted.get('hard_cancel_after_seconds', 0):g} s)")
-    return EXIT_OK
+    return ctx.show(accepted, lambda a: f"cancelling {a['task_id']}: it stops after its current step "
+                                        f"(for good after {a.get('hard_cancel_after_seconds', 0):g} s)")
 
 
 def _decide(ctx: Context, verb: str) -> int:
     body = {"reason": ctx.args.reason} if ctx.args.reason else None
     accepted = ctx.api.call("POST", f"/tasks/{ctx.args.task_id}/{verb}", json=body)
-    if ctx.json:
-        ctx.print(render.as_json(accepted))
-    else:
-        ctx.print(f"{'approved' if accepted.get('approved') else 'denied'}: {', '.join(accepted.get('calls') or [])}")
-    return EXIT_OK
+    return ctx.show(accepted, lambda a: f"{'approved' if a.get('approved') else 'denied'}: "
+                                        f"{', '.join(a.get('calls') or [])}")
 
 
 def cmd_approve(ctx: Context) -> int:
@@ -217,8 +217,7 @@ def cmd_resolve(ctx: Context) -> int:
     if ctx.args.reason:
         body["reason"] = ctx.args.reason
     accepted = ctx.api.call("POST", f"/tasks/{ctx.args.task_id}/resolve", json=body)
-    ctx.print(render.as_json(accepted) if ctx.json else f"{accepted['action']}: {len(accepted.get('keys') or [])} call(s)")
-    return EXIT_OK
+    return ctx.show(accepted, lambda a: f"{a['action']}: {len(a.get('keys') or [])} call(s)")
 
 
 # --- schedules
@@ -295,26 +294,22 @@ def _with_flags(body: dict[str, Any], a: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_schedules_list(ctx: Context) -> int:
     page = ctx.api.call("GET", "/schedules", params={"limit": ctx.args.limit, "cursor": ctx.args.cursor})
-    ctx.print(render.as_json(page) if ctx.json else render.schedules_table(page))
-    return EXIT_OK
+    return ctx.show(page, render.schedules_table)
 
 
 def cmd_schedules_create(ctx: Context) -> int:
     created = ctx.api.call("POST", "/schedules", json=schedule_body(ctx.args))
-    ctx.print(render.as_json(created) if ctx.json else render.schedule_detail(created))
-    return EXIT_OK
+    return ctx.show(created, render.schedule_detail)
 
 
 def cmd_schedules_update(ctx: Context) -> int:
     updated = ctx.api.call("PATCH", f"/schedules/{ctx.args.name}", json=schedule_patch(ctx.args))
-    ctx.print(render.as_json(updated) if ctx.json else render.schedule_detail(updated))
-    return EXIT_OK
+    return ctx.show(updated, render.schedule_detail)
 
 
 def cmd_schedules_get(ctx: Context) -> int:
     schedule = ctx.api.call("GET", f"/schedules/{ctx.args.name}")
-    ctx.print(render.as_json(schedule) if ctx.json else render.schedule_detail(schedule))
-    return EXIT_OK
+    return ctx.show(schedule, render.schedule_detail)
 
 
 def cmd_schedules_delete(ctx: Context) -> int:
@@ -325,11 +320,7 @@ def cmd_schedules_delete(ctx: Context) -> int:
 
 def _schedule_action(ctx: Context, action: str) -> int:
     schedule = ctx.api.call("POST", f"/schedules/{ctx.args.name}/{action}")
-    if ctx.json:
-        ctx.print(render.as_json(schedule))
-    else:
-        ctx.print(f"{ctx.args.name}: {'suspended' if schedule.get('suspend') else 'active'}")
-    return EXIT_OK
+    return ctx.show(schedule, lambda s: f"{ctx.args.name}: {'suspended' if s.get('suspend') else 'active'}")
 
 
 def cmd_schedules_suspend(ctx: Context) -> int:
@@ -342,22 +333,17 @@ def cmd_schedules_resume(ctx: Context) -> int:
 
 def cmd_schedules_trigger(ctx: Context) -> int:
     accepted = ctx.api.call("POST", f"/schedules/{ctx.args.name}/trigger")
-    if ctx.json:
-        ctx.print(render.as_json(accepted))
-    else:
-        ctx.print(f"{ctx.args.name}: {accepted.get('detail')}"
-                  + (f" (fire {accepted['fire_id']})" if accepted.get("fire_id") else ""))
-    return EXIT_OK
+    return ctx.show(accepted, lambda a: f"{ctx.args.name}: {a.get('detail')}"
+                                        + (f" (fire {a['fire_id']})" if a.get("fire_id") else ""))
 
 
 def cmd_schedules_runs(ctx: Context) -> int:
     page = ctx.api.call("GET", f"/schedules/{ctx.args.name}/runs")
-    ctx.print(render.as_json(page) if ctx.json else render.runs_table(page))
-    return EXIT_OK
+    return ctx.show(page, render.runs_table)
 
 
 def cmd_up(ctx: Context) -> int:
-    from kron.cli.up import run_up
+    from kron.cli.up.command import run_up
 
     return run_up(ctx.args, ctx.environ, ctx.out, ctx.err)
 
@@ -425,7 +411,7 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--reason", help="told to the model")
     resolve = command("resolve", cmd_resolve, "decide about tool calls whose outcome is unknown after a crash")
     resolve.add_argument("task_id", metavar="ID")
-    resolve.add_argument("action", choices=("retry", "skip", "abort"))
+    resolve.add_argument("action", choices=RESOLVE_ACTIONS)
     resolve.add_argument("--reason")
 
     schedules = command("schedules", _no_subcommand, "scheduled runs (cron or interval)")
@@ -457,7 +443,7 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         sched_command(name, handler, text).add_argument("name")
 
-    from kron.cli.up import UP_DESCRIPTION, add_up_arguments
+    from kron.cli.up.command import UP_DESCRIPTION, add_up_arguments
 
     up = command("up", cmd_up, "run the local stack: Temporal, worker, gateway, scheduler",
                  formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -158,6 +158,23 @@ def test_tokens_are_cached_privately_per_gateway_and_renewed_after_a_401(tmp_pat
     assert cached is not None and cached.access_token == "tok-alice-2" and cached.user == "alice"
 
 
+def test_a_request_retried_after_a_401_carries_the_same_body_and_headers(tmp_path: Path) -> None:
+    seen: list[tuple[str, bytes, str | None]] = []
+
+    def dispatch(request: httpx.Request) -> httpx.Response:
+        seen.append((request.headers["Authorization"], request.read(), request.headers.get("Idempotency-Key")))
+        if len(seen) == 1:
+            return httpx.Response(401, json={"error": "token_expired", "detail": "The token has expired"})
+        return httpx.Response(202, json={"task_id": "run-1", "status": "queued"})
+
+    gateway = Gateway({("POST", "/tasks/dispatch"): dispatch})
+    assert kron(tmp_path, gateway, "token")[0] == 0  # a cached token, which the gateway then refuses
+    code, out, _ = kron(tmp_path, gateway, "run", "count words", "--idempotency-key", "k1")
+    assert (code, out.strip()) == (0, "run-1")
+    body = b'{"goal":"count words","toolkits":[]}'
+    assert seen == [("Bearer tok-alice-1", body, "k1"), ("Bearer tok-alice-2", body, "k1")]
+
+
 def test_token_command_prints_the_token_and_a_gateway_without_the_endpoint_says_so(tmp_path: Path) -> None:
     code, out, err = kron(tmp_path, Gateway(), "token", "--user", "bob")
     assert (code, out) == (0, "tok-bob-1\n") and "token for bob" in err

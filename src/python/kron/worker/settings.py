@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
-
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -39,7 +37,3 @@ class WorkerSettings(BaseSettings):
     # Use the offline demo model and tools instead of Anthropic and Composio (local stack, demos).
     demo_mode: bool = False
 
-
-@lru_cache
-def get_worker_settings() -> WorkerSettings:
-    return WorkerSettings()

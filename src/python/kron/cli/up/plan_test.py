@@ -2,26 +2,14 @@
 
 from __future__ import annotations
 
-import socket
 import sys
 from pathlib import Path
 
 import pytest
 
 from kron.cli.api import CliError
-from kron.cli.main import build_parser
-from kron.cli.up import (
-    PEX_PATHS,
-    Ports,
-    check_ports,
-    decide_mode,
-    dist_dir,
-    find_temporal_binary,
-    free_port,
-    launch_mode,
-    lost_port_race,
-    plan,
-)
+from kron.cli.up.plan import PEX_PATHS, decide_mode, dist_dir, launch_mode, plan
+from kron.cli.up.ports import Ports
 
 PORTS = Ports(gateway=18080, temporal=17233, ui=18233, worker_metrics=19464, scheduler_metrics=19465,
               temporal_metrics=19466)
@@ -113,53 +101,3 @@ def test_launch_mode_and_dist_dir(tmp_path: Path) -> None:
     assert dist_dir(None, {"PEX": str(pex)}) == (tmp_path / "dist").resolve()
     assert dist_dir("/x", {"KRON_DIST_DIR": "/y"}) == Path("/x")
     assert dist_dir(None, {"KRON_DIST_DIR": "/y"}) == Path("/y")
-
-
-def test_ports_in_use_or_given_twice_are_refused() -> None:
-    free = [free_port() for _ in range(6)]
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", free[0]))
-        taken.listen()
-        with pytest.raises(CliError, match=r"\(gateway \(--port\)\) is in use") as in_use:
-            check_ports(Ports(*free))
-    assert in_use.value.error == "port_in_use"
-    with pytest.raises(CliError, match="both"):
-        check_ports(Ports(free[1], free[1], 0, free[2], free[3], free[4]))
-
-
-def test_free_ports_come_from_below_the_kernels_ephemeral_range() -> None:
-    # The kernel hands out ephemeral ports itself (Temporal's internal listeners, outgoing
-    # connections): a port picked below that range is not one of those.
-    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    ports = {free_port() for _ in range(20)}
-    assert all(low // 2 <= port < low for port in ports), ports
-    assert len(ports) > 10  # picked at random, not the same one each time
-    for port in ports:  # bindable as servers bind (SO_REUSEADDR: another test's TIME_WAIT is no obstacle)
-        with socket.socket() as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            probe.bind(("127.0.0.1", port))
-
-
-def test_a_lost_port_is_told_apart_from_other_start_failures() -> None:
-    assert lost_port_race('level=ERROR msg="Failed to start gRPC listener" error="listen tcp 127.0.0.1:40'
-                          '001: bind: address already in use" service=frontend\npanic: runtime error')
-    assert not lost_port_race("Error: sqlite: unable to open database file")
-
-
-def test_temporal_binary_explicit_or_a_clear_error(tmp_path: Path) -> None:
-    binary = tmp_path / "temporal"
-    binary.write_text("#!/bin/sh\n")
-    binary.chmod(0o755)
-    assert find_temporal_binary(str(binary), {}) == str(binary)
-    assert find_temporal_binary(None, {"KRON_TEMPORAL_BIN": str(binary)}) == str(binary)
-    with pytest.raises(CliError, match="--temporal-bin .*nope: not an executable file"):
-        find_temporal_binary(str(tmp_path / "nope"), {})
-    with pytest.raises(CliError, match="KRON_TEMPORAL_BIN=.*nope: not an executable file"):
-        find_temporal_binary(None, {"KRON_TEMPORAL_BIN": str(tmp_path / "nope")})
-
-
-def test_up_arguments_have_documented_defaults() -> None:
-    args = build_parser().parse_args(["up"])
-    assert (args.port, args.temporal_port, args.ui_port) == (8080, 7233, 8233)
-    assert (args.worker_metrics_port, args.scheduler_metrics_port) == (9464, 9465)
-    assert args.launch is None and not args.demo and args.data_dir is None
