@@ -92,7 +92,7 @@ def pool() -> FakePoolManager:
 
 def source_for(pool: FakePoolManager, namespace: str | None = None) -> KubernetesSource:
     api_client = k8s_client.ApiClient(k8s_client.Configuration(host="https://k8s.test"))
-    api_client.rest_client.pool_manager = pool  # type: ignore[assignment]
+    api_client.rest_client.pool_manager = pool
     return KubernetesSource(k8s_client.CustomObjectsApi(api_client), namespace=namespace, source_id="kubernetes")
 
 
