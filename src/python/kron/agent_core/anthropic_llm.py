@@ -11,7 +11,8 @@ from typing import Any
 import anthropic
 from anthropic.types import Message
 
-from kron.agent_core.types import CacheTTL, ModelCallError, ModelRequest, ModelResponse
+from kron.agent_core.types import ModelCallError, ModelRequest, ModelResponse
+from kron.contracts.models import CacheTTL
 
 # The SDK's own default: in-process callers keep it; the Temporal worker passes 0 so that
 # Temporal's retry policy is the only one (SDK retries would hide attempts from history).

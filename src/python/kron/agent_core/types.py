@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal, TypeAlias
+from typing import Any
 
 from pydantic import BaseModel, Field
 
-# How long a prompt-cache entry lives after the request that wrote or last read it started.
-CacheTTL: TypeAlias = Literal["5m", "1h"]
-CACHE_TTL_SECONDS: dict[str, int] = {"5m": 300, "1h": 3600}
+from kron.contracts.models import CacheTTL
+
+CACHE_TTL_SECONDS: dict[CacheTTL, int] = {"5m": 300, "1h": 3600}
 
 
 class ModelRequest(BaseModel):
