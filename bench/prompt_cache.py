@@ -23,13 +23,14 @@ from typing import Any
 
 import _harness
 from _harness import ANTHROPIC_KEY, COMPOSIO_KEY, table
+
 from kron.agent_core.anthropic_llm import AnthropicLLM
 from kron.agent_core.composio_tools import ComposioToolProvider
 from kron.agent_core.loop import DEFAULT_SYSTEM_PROMPT, AgentLoop, RunLimits
 from kron.agent_core.runner import run_agent
-from kron.agent_core.types import CacheTTL, ModelRequest, ModelResponse
+from kron.agent_core.types import ModelRequest, ModelResponse
 from kron.common.logging import configure_logging
-from kron.contracts.models import RunStatus
+from kron.contracts.models import CacheTTL, RunStatus
 from kron_testing import fake_anthropic as replies
 from kron_testing.fake_composio import FakeComposio
 from kron_testing.prompt_cache import PromptCache

@@ -10,7 +10,6 @@ import sys
 import uuid
 from pathlib import Path
 
-import pytest
 from prometheus_client import REGISTRY
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
@@ -18,7 +17,14 @@ from temporalio.testing import WorkflowEnvironment
 from kron.agent_core.anthropic_llm import AnthropicLLM
 from kron.agent_core.composio_tools import ComposioToolProvider
 from kron.contracts import names
-from kron.contracts.models import AgentRunInput, AgentRunResult, ApprovalPolicy, RunProgress, RunStatus, StepKind
+from kron.contracts.models import (
+    AgentRunInput,
+    AgentRunResult,
+    ApprovalPolicy,
+    RunProgress,
+    RunStatus,
+    StepKind,
+)
 from kron.worker.activities import AgentActivities
 from kron.worker.main import build_worker
 from kron.worker.metrics import TOKEN_DIRECTIONS

@@ -564,7 +564,7 @@ def test_at_most_4_breakpoints_and_none_on_thinking_or_empty_text(caching: FakeA
     five = [{"role": "user", "content": [{"type": "text", "text": f"b{i}", "cache_control": CC} for i in range(5)]}]
     with pytest.raises(anthropic.BadRequestError) as exc_info:
         create(c, five)
-    assert exc_info.value.api_message == (  # type: ignore[attr-defined]
+    assert exc_info.value.api_message == (
         "A maximum of 4 blocks with cache_control may be provided. Found 5."
     )
     thinking = {"role": "assistant", "content": [

@@ -95,7 +95,6 @@ class _Block:
     where: str  # the API's path to it, for error messages
     key: str  # cumulative: this block and everything before it
     end: int  # tokens up to and including this block
-    cacheable: bool
     ttl: str | None  # the block's breakpoint, if it has one
 
 
@@ -224,8 +223,8 @@ def _render(body: Mapping[str, Any], workspace: str) -> list[_Block]:
         if not isinstance(message, Mapping):
             continue
         content = message.get("content")
-        blocks = [{"type": "text", "text": content}] if isinstance(content, str) else _list(content)
-        for j, block in enumerate(blocks):
+        message_blocks = [{"type": "text", "text": content}] if isinstance(content, str) else _list(content)
+        for j, block in enumerate(message_blocks):
             extra = f"{message.get('role')}:{j == 0}" + (messages_level if first else "")
             items.append((f"messages.{i}.content.{j}", block, extra))
             first = False
@@ -257,24 +256,24 @@ def _render(body: Mapping[str, Any], workspace: str) -> list[_Block]:
             f"A maximum of {MAX_BREAKPOINTS} blocks with cache_control may be provided. Found {found}."
         )
     seen_5m = False
-    for (where, _, _), ttl in zip(items, ttls, strict=True):
-        if ttl == "5m":
+    for (where, _, _), marked in zip(items, ttls, strict=True):
+        if marked == "5m":
             seen_5m = True
-        elif ttl == "1h" and seen_5m:
+        elif marked == "1h" and seen_5m:
             raise CacheControlError(
                 f"{where}.cache_control: a ttl='1h' cache_control block must not come after a "
                 "ttl='5m' cache_control block (longer TTLs must come first)"
             )
 
-    blocks: list[_Block] = []
+    rendered: list[_Block] = []
     key = hashlib.sha256(_canonical([workspace, body.get("model")]).encode()).hexdigest()
     end = 0
-    for (where, block, extra), ttl in zip(items, ttls, strict=True):
+    for (where, block, extra), marked in zip(items, ttls, strict=True):
         plain = _without_cache_control(block)
         key = hashlib.sha256(f"{key}|{extra}|{_canonical(plain)}".encode()).hexdigest()
         end += approx_tokens(plain)
-        blocks.append(_Block(where, key, end, _cacheable(block), ttl))
-    return blocks
+        rendered.append(_Block(where, key, end, marked))
+    return rendered
 
 
 def _message_level_settings(body: Mapping[str, Any]) -> dict[str, Any]:
