@@ -248,9 +248,10 @@ class AgentWorkflow:
         more than those writes cost at 5m, and only those. So 1h is cheaper once one more long wait
         comes after the prefix reached 65% of its final size (1.15x P_w > 0.75x P_end), or two come
         at all unless the prefix triples after this wait (2 x 1.15x P > 0.75x P_end); and a run that
-        waited once for a human is the run likely to wait again. A run that sets `cache_ttl` gets what it set; KRON_PROMPT_CACHE_TTL=1h makes it
-        moot. The switch lasts for the current history: after a continue-as-new (every 50 turns)
-        the run is back at its default until it waits long again.
+        waited once for a human is the run likely to wait again. A run that sets `cache_ttl` gets
+        what it set; KRON_PROMPT_CACHE_TTL=1h makes it moot. The switch lasts for the current
+        history: after a continue-as-new (every 50 turns) the run is back at its default until it
+        waits long again.
         """
         now = workflow.now()
         if (
