@@ -12,6 +12,12 @@ processes can use it too.
 Replies come from the FIFO queue first, then from `responder(body, call_index)`. A responder sees
 the whole request, so "which turn is this" is derivable from it (`turn_of`): a crash-and-resume test
 gets the same reply for the same turn however many times it is asked.
+
+Prompt caching: `cache_control` is always checked as the API checks it (at most 4 breakpoints, 1h
+before 5m, none on thinking or empty text: else 400). With `prompt_cache=PromptCache()` the fake
+also accounts the cache as the API does (see `kron_testing.prompt_cache`): `usage.input_tokens` is
+then the request's uncached input, approximated from its characters (the reply's scripted
+`input_tokens` is ignored), beside `cache_read_input_tokens` and `cache_creation_input_tokens`.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
 from kron_testing.loopback import LoopbackHandler, LoopbackServer
+from kron_testing.prompt_cache import CacheControlError, CachePlan, PromptCache, breakpoints
 
 # --------------------------------------------------------------------------------------------
 # Replies
@@ -312,6 +319,8 @@ class RecordedRequest:
     request_id: str
     status: int | None = None  # None until answered, and for dropped connections
     responded_at: float | None = None
+    # With a PromptCache: the usage this request was (or will be) answered with.
+    usage: dict[str, Any] | None = None
     turn: int = field(init=False)
 
     def __post_init__(self) -> None:
@@ -328,8 +337,10 @@ class FakeAnthropic(LoopbackServer):
         responder: Responder | None = None,
         port: int = 0,
         validate_conversation: bool = True,
+        prompt_cache: PromptCache | None = None,
     ) -> None:
         self.api_key = api_key
+        self.prompt_cache = prompt_cache
         self.responder = responder  # used once the queue is empty; may be reassigned any time
         self.validate_conversation = validate_conversation
         self.responder_errors: list[BaseException] = []
@@ -411,8 +422,17 @@ class FakeAnthropic(LoopbackServer):
             )
             self._requests.append(record)
             self._changed.notify_all()
-        reply = self._reply_for(record, parsed)
-        self._send(handler, record, reply, body or {})
+        plan: CachePlan | None = None
+        started = self.prompt_cache.clock() if self.prompt_cache is not None else 0.0
+        try:
+            reply = self._reply_for(record, parsed)
+            if self.prompt_cache is not None and isinstance(_final(reply), MessageReply):
+                assert record.body is not None
+                # Accounted as of the request's start; its entries land when the response begins.
+                plan = self.prompt_cache.plan(record.body, workspace=self.api_key, started=started)
+        except CacheControlError as exc:
+            reply = error(400, message=str(exc))
+        self._send(handler, record, reply, body or {}, plan)
 
     def _reply_for(self, record: RecordedRequest, parsed: Any) -> Reply:
         headers = record.headers
@@ -425,6 +445,7 @@ class FakeAnthropic(LoopbackServer):
         if problem is not None:
             return error(400, message=problem)
         assert record.body is not None
+        breakpoints(record.body)  # raises CacheControlError for what the API rejects
         with self._lock:
             queued = self._queue.popleft() if self._queue else None
         if queued is not None:
@@ -443,6 +464,7 @@ class FakeAnthropic(LoopbackServer):
         record: RecordedRequest | None,
         reply: Reply,
         body: dict[str, Any],
+        plan: CachePlan | None = None,
     ) -> None:
         while isinstance(reply, DelayReply):
             if self._stopping.wait(reply.seconds):
@@ -456,12 +478,17 @@ class FakeAnthropic(LoopbackServer):
         if isinstance(reply, HttpReply):
             status, payload, content_type = reply.status, reply.body, "application/json"
             extra = reply.headers
-        elif body.get("stream"):
-            status, payload, content_type = 200, _sse(_render(reply, body)), "text/event-stream"
-            extra = ()
         else:
             message = _render(reply, body)
-            status, payload, content_type = 200, json.dumps(message).encode(), "application/json"
+            if plan is not None and self.prompt_cache is not None:
+                message["usage"] = plan.usage.as_usage(reply.output_tokens)
+                self.prompt_cache.commit(plan)  # the response begins: its entries are visible
+            if record is not None:
+                record.usage = message["usage"]
+            status, content_type = 200, "application/json"
+            payload = json.dumps(message).encode()
+            if body.get("stream"):
+                payload, content_type = _sse(message), "text/event-stream"
             extra = ()
         if record is not None:  # before writing: the client may look as soon as it has the reply
             record.responded_at = time.monotonic()
@@ -478,6 +505,12 @@ class FakeAnthropic(LoopbackServer):
             handler.wfile.write(payload)
         except OSError:  # the client went away
             handler.close_connection = True
+
+
+def _final(reply: Reply) -> Reply:
+    while isinstance(reply, DelayReply):
+        reply = reply.then
+    return reply
 
 
 def _render(reply: MessageReply, body: Mapping[str, Any]) -> dict[str, Any]:
@@ -506,7 +539,7 @@ def _sse(message: dict[str, Any]) -> bytes:
     """The streaming event sequence for a complete message."""
     events: list[tuple[str, dict[str, Any]]] = []
     start = {**message, "content": [], "stop_reason": None, "stop_sequence": None}
-    start["usage"] = {"input_tokens": message["usage"]["input_tokens"], "output_tokens": 1}
+    start["usage"] = {**message["usage"], "output_tokens": 1}  # the full input side, as the API does
     start.pop("stop_details", None)
     events.append(("message_start", {"type": "message_start", "message": start}))
     for i, block in enumerate(message["content"]):

@@ -29,6 +29,7 @@ from kron_testing.fake_anthropic import (
     tool_use,
     turn_of,
 )
+from kron_testing.prompt_cache import PromptCache, approx_tokens, breakpoints, min_cacheable_tokens
 
 USER = {"role": "user", "content": "hello"}
 
@@ -45,7 +46,8 @@ def client(fake: FakeAnthropic, **kwargs: Any) -> anthropic.Anthropic:
 
 
 def create(c: anthropic.Anthropic, messages: list[dict[str, Any]], **kwargs: Any) -> anthropic.types.Message:
-    return c.messages.create(model="claude-test", max_tokens=256, messages=messages, **kwargs)  # type: ignore[arg-type]
+    kwargs.setdefault("model", "claude-test")
+    return c.messages.create(max_tokens=256, messages=messages, **kwargs)  # type: ignore[arg-type]
 
 
 def post(fake: FakeAnthropic, body: object, headers: dict[str, str]) -> tuple[int, dict[str, Any]]:
@@ -421,3 +423,224 @@ def test_reachable_from_another_process(fake: FakeAnthropic) -> None:
         [sys.executable, "-c", script], env=fake.env, capture_output=True, text=True, timeout=30
     )
     assert out.stdout.strip() == "from afar", out.stderr
+
+
+# ---- prompt caching (kron_testing.prompt_cache), through the SDK
+
+CC = {"type": "ephemeral"}
+CC_1H = {"type": "ephemeral", "ttl": "1h"}
+LONG = "word " * 1000  # 5,000 characters: about 1,250 tokens, over the default minimum of 1,024
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def cache(clock: Clock) -> PromptCache:
+    return PromptCache(clock=clock)
+
+
+@pytest.fixture
+def caching(cache: PromptCache) -> Iterator[FakeAnthropic]:
+    with FakeAnthropic(api_key="sk-ant-fake-123", prompt_cache=cache) as server:
+        server.responder = lambda body, i: text("ok", output_tokens=3)
+        yield server
+
+
+def usage(c: anthropic.Anthropic, messages: list[dict[str, Any]], **kwargs: Any) -> tuple[int, int, int]:
+    """(read, written, uncached) of one request."""
+    u = create(c, messages, **kwargs).usage
+    assert u.cache_read_input_tokens is not None and u.cache_creation_input_tokens is not None
+    assert u.cache_creation is not None
+    assert u.cache_creation_input_tokens == (
+        u.cache_creation.ephemeral_5m_input_tokens + u.cache_creation.ephemeral_1h_input_tokens
+    )
+    return u.cache_read_input_tokens, u.cache_creation_input_tokens, u.input_tokens
+
+
+def msg(role: str, text_: str, cache_control: dict[str, Any] | None = None) -> dict[str, Any]:
+    block: dict[str, Any] = {"type": "text", "text": text_}
+    if cache_control is not None:
+        block["cache_control"] = cache_control
+    return {"role": role, "content": [block]}
+
+
+def tokens(*blocks: Any) -> int:
+    """The fake's size of these blocks (their breakpoints are not part of them)."""
+    return sum(approx_tokens({k: v for k, v in b.items() if k != "cache_control"}) for b in blocks)
+
+
+def test_worked_example_reads_the_previous_turn_and_writes_the_new_one(caching: FakeAnthropic) -> None:
+    """The docs' table: [S, U1, A1, U2*] writes all; [.., U2, A2, U3*] reads S..U2, writes A2+U3."""
+    c = client(caching)
+    system = [{"type": "text", "text": LONG}]
+    u1, a1, u2 = msg("user", "first question"), msg("assistant", "first answer"), msg("user", "second")
+    size = tokens(*system, *(m["content"][0] for m in (u1, a1, u2)))
+    assert usage(c, [u1, a1, msg("user", "second", CC)], system=system) == (0, size, 0)
+    a2, u3 = msg("assistant", "second answer"), msg("user", "third", CC)
+    grown = tokens(a2["content"][0], u3["content"][0])
+    assert usage(c, [u1, a1, u2, a2, u3], system=system) == (size, grown, 0)
+    # Without any breakpoint: nothing read or written, all of it is input.
+    assert usage(c, [u1, a1, u2, a2, msg("user", "third")], system=system) == (0, 0, size + grown)
+
+
+def test_below_the_model_minimum_nothing_is_cached(caching: FakeAnthropic) -> None:
+    c = client(caching)
+    short = [msg("user", "word " * 700, CC)]  # ~875 tokens
+    size = tokens(short[0]["content"][0])
+    assert usage(c, short) == (0, 0, size)  # default minimum 1,024: no error, no cache
+    assert usage(c, short, model="claude-opus-5") == (0, size, 0)  # 512
+    assert usage(c, short, model="claude-opus-5") == (size, 0, 0)
+    long = [msg("user", "word " * 3000, CC)]  # ~3,750 tokens: under Haiku 4.5's 4,096
+    assert usage(c, long, model="claude-haiku-4-5-20251001")[0:2] == (0, 0)
+    assert min_cacheable_tokens("claude-sonnet-5") == 1024
+    assert min_cacheable_tokens("claude-opus-4-6") == 4096 and min_cacheable_tokens("claude-opus-4") == 1024
+
+
+def test_lookback_covers_20_blocks_and_only_breakpoint_positions_are_written(caching: FakeAnthropic) -> None:
+    c = client(caching)
+    blocks = [{"type": "text", "text": LONG}] + [{"type": "text", "text": f"b{i}"} for i in range(40)]
+
+    def at(*marked: int) -> list[dict[str, Any]]:
+        content = [{**b, "cache_control": CC} if i in marked else b for i, b in enumerate(blocks)]
+        return [{"role": "user", "content": content}]
+
+    upto = [tokens(*blocks[: i + 1]) for i in range(len(blocks))]
+    assert usage(c, at(15)) == (0, upto[15], upto[-1] - upto[15])
+    assert usage(c, at(35)) == (0, upto[35], upto[-1] - upto[35])  # 15 lies outside 35..16: a miss
+    assert usage(c, at(34))[0] == upto[15]  # 34..15 reaches it
+    # 16 was never a breakpoint: its prefix was not written on the way to 34 or 35.
+    assert usage(c, at(16)) == (upto[15], upto[16] - upto[15], upto[-1] - upto[16])
+    # The highest hit over all breakpoints counts; writes are only the breakpoints beyond it.
+    assert usage(c, at(15, 35, 40)) == (upto[35], upto[40] - upto[35], 0)
+
+
+def test_ttl_counts_from_the_request_start_and_hits_refresh_it(caching: FakeAnthropic, clock: Clock) -> None:
+    c = client(caching)
+    request = [msg("user", LONG, CC)]
+    size = tokens(request[0]["content"][0])
+
+    def slow(body: dict[str, Any], i: int) -> Any:
+        clock.now += 100  # the response takes 100 s: the entry still expires 300 s after the start
+        return text("ok")
+
+    caching.responder = slow
+    assert usage(c, request) == (0, size, 0)  # written at 1000 (expires 1300); now 1100
+    caching.responder = lambda body, i: text("ok")
+    clock.now = 1299
+    assert usage(c, request) == (size, 0, 0)  # a hit refreshes: expires 1599
+    clock.now = 1598
+    assert usage(c, request) == (size, 0, 0)
+    clock.now = 1898 + 1
+    assert usage(c, request) == (0, size, 0)  # expired
+
+
+def test_1h_entries_live_an_hour_and_must_come_before_5m_ones(caching: FakeAnthropic, clock: Clock) -> None:
+    c = client(caching)
+    system = [{"type": "text", "text": LONG, "cache_control": CC_1H}]
+    tail = [msg("user", LONG, CC)]
+    s, t = tokens(system[0]), tokens(tail[0]["content"][0])
+    u = create(c, tail, system=system).usage
+    assert u.cache_creation is not None
+    assert (u.cache_creation.ephemeral_1h_input_tokens, u.cache_creation.ephemeral_5m_input_tokens) == (s, t)
+    clock.now += 1000
+    assert usage(c, tail, system=system) == (s, t, 0)  # the 1h system survives, the 5m tail does not
+    with pytest.raises(anthropic.BadRequestError, match="ttl='1h'.*must not come after.*ttl='5m'"):
+        create(c, [msg("user", LONG, CC_1H)], system=[{**system[0], "cache_control": CC}])
+
+
+def test_at_most_4_breakpoints_and_none_on_thinking_or_empty_text(caching: FakeAnthropic) -> None:
+    c = client(caching)
+    five = [{"role": "user", "content": [{"type": "text", "text": f"b{i}", "cache_control": CC} for i in range(5)]}]
+    with pytest.raises(anthropic.BadRequestError) as exc_info:
+        create(c, five)
+    assert exc_info.value.api_message == (
+        "A maximum of 4 blocks with cache_control may be provided. Found 5."
+    )
+    thinking = {"role": "assistant", "content": [
+        {"type": "thinking", "thinking": "hm", "signature": "s", "cache_control": CC}]}
+    with pytest.raises(anthropic.BadRequestError, match="thinking.cache_control"):
+        create(c, [USER, thinking])
+    with pytest.raises(anthropic.BadRequestError, match="empty text"):
+        create(c, [msg("user", " ", CC)])
+    # Checked without a PromptCache too: what the API rejects, the plain fake rejects.
+    with FakeAnthropic() as plain:
+        plain.responder = lambda body, i: text("ok")
+        with pytest.raises(anthropic.BadRequestError, match="A maximum of 4"):
+            create(client(plain), five)
+
+
+def test_automatic_caching_marks_the_last_cacheable_block(caching: FakeAnthropic) -> None:
+    c = client(caching)
+    request = [msg("user", LONG), {"role": "assistant", "content": [
+        {"type": "text", "text": "answer"}, {"type": "thinking", "thinking": "x", "signature": "s"}]}]
+    size = tokens(request[0]["content"][0], request[1]["content"][0])
+    assert usage(c, request, extra_body={"cache_control": CC}) == (0, size, tokens(request[1]["content"][1]))
+    assert breakpoints({**{"messages": request}, "cache_control": CC}) == [("messages.1.content.0", "5m")]
+    four = [{"role": "user", "content": [{"type": "text", "text": f"b{i}", "cache_control": CC} for i in range(4)]}]
+    with pytest.raises(anthropic.BadRequestError, match="automatic caching"):
+        create(c, [*four, msg("assistant", "x")], extra_body={"cache_control": CC})
+
+
+def test_the_prefix_key_covers_model_workspace_tools_and_settings(caching: FakeAnthropic, cache: PromptCache) -> None:
+    c = client(caching)
+    tools = [{"name": n, "description": LONG, "input_schema": {"type": "object"}} for n in ("a", "b")]
+    marked = [tools[0], {**tools[1], "cache_control": CC}]
+    conversation = [msg("user", LONG, CC)]
+    t = tokens(*tools)
+    whole = t + tokens(conversation[0]["content"][0])
+    assert usage(c, conversation, tools=marked) == (0, whole, 0)
+    assert usage(c, conversation, tools=marked) == (whole, 0, 0)
+    # tool_choice invalidates the messages only; "auto" is the default, said out loud.
+    assert usage(c, conversation, tools=marked, tool_choice={"type": "auto"}) == (whole, 0, 0)
+    assert usage(c, conversation, tools=marked, tool_choice={"type": "any"})[0:2] == (t, whole - t)
+    # Reordered tools: a different prefix from the first block on.
+    assert usage(c, conversation, tools=[tools[1], {**tools[0], "cache_control": CC}])[0] == 0
+    assert usage(c, conversation, tools=marked, model="claude-other")[0] == 0
+    # Another workspace (API key) sharing the same cache store sees none of it.
+    with FakeAnthropic(api_key="sk-ant-other", prompt_cache=cache) as other:
+        other.responder = lambda body, i: text("ok")
+        assert usage(client(other), conversation, tools=marked)[0] == 0
+
+
+def test_entries_are_visible_once_the_response_begins(caching: FakeAnthropic) -> None:
+    """Two identical cold requests in flight at once both write; the next one reads."""
+    first_arrived = threading.Event()
+
+    def respond(body: dict[str, Any], i: int) -> Any:
+        if i == 0:
+            first_arrived.set()
+            return delay(0.5, text("ok"))
+        return text("ok")
+
+    caching.responder = respond
+    request = [msg("user", LONG, CC)]
+    size = tokens(request[0]["content"][0])
+    results: list[tuple[int, int, int]] = []
+    slow = threading.Thread(target=lambda: results.append(usage(client(caching), request)))
+    slow.start()
+    assert first_arrived.wait(5)
+    assert usage(client(caching), request) == (0, size, 0)  # the first has not begun its response
+    slow.join(5)
+    assert results == [(0, size, 0)]
+    assert usage(client(caching), request) == (size, 0, 0)
+
+
+def test_streaming_carries_the_cache_usage(caching: FakeAnthropic) -> None:
+    c = client(caching)
+    request = [msg("user", LONG, CC)]
+    create(c, request)
+    with c.messages.stream(model="claude-test", max_tokens=256, messages=request) as stream:  # type: ignore[arg-type]
+        final = stream.get_final_message()
+    assert final.usage.cache_read_input_tokens == tokens(request[0]["content"][0])
+    assert caching.requests[-1].usage == final.usage.model_dump(include=set(caching.requests[-1].usage or {}))

@@ -9,6 +9,7 @@ import pytest
 
 from kron.contracts import names
 from kron_testing import fake_anthropic as replies
+from kron_testing.prompt_cache import breakpoints
 
 from ..conftest import Stack
 from .conftest import Gateway, GatewayFactory, eventually, unique_user
@@ -42,6 +43,15 @@ async def test_dispatch_runs_to_completion_and_reports_steps_usage_and_result(
     description = await running_stack.client.get_workflow_handle(accepted["task_id"]).describe()
     assert description.workflow_type == names.AGENT_WORKFLOW
     assert description.search_attributes[names.SEARCH_ATTRIBUTE_USER] == [user]
+
+
+async def test_a_dispatch_cache_ttl_reaches_the_model_request(gateway: Gateway, running_stack: Stack) -> None:
+    user = unique_user()
+    running_stack.llm.responder = lambda body, i: replies.text("ok")
+    response = await gateway.dispatch(user, cache_ttl="1h")
+    assert response.status_code == 202, response.text
+    await gateway.wait_until_terminal(user, response.json()["task_id"])
+    assert {ttl for _, ttl in breakpoints(running_stack.llm.requests[0].body or {})} == {"1h"}
 
 
 async def test_a_task_no_worker_has_picked_up_is_queued(gateway: Gateway) -> None:
@@ -161,6 +171,7 @@ INVALID_BODIES: list[tuple[str, Any, int, str]] = [
     ("bad toolkit slug", {"goal": "x", "toolkits": ["../etc"]}, 422, "validation_error"),
     ("too many toolkits", {"goal": "x", "toolkits": [f"t{i}" for i in range(17)]}, 422, "validation_error"),
     ("wrong type", {"goal": 5}, 422, "validation_error"),
+    ("unknown cache ttl", {"goal": "x", "cache_ttl": "2h"}, 422, "validation_error"),
     ("oversized body", {"goal": "x" * 70_000}, 413, "payload_too_large"),
 ]
 

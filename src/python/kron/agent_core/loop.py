@@ -163,8 +163,10 @@ class AgentLoop:
         state.usage.model_calls += 1
         state.usage.input_tokens += response.input_tokens
         state.usage.output_tokens += response.output_tokens
+        state.usage.cache_read_input_tokens += response.cache_read_input_tokens
+        state.usage.cache_creation_input_tokens += response.cache_creation_input_tokens
         self._record_step(StepKind.MODEL, response.model or self.limits.model, True, None,
-                          response.duration_seconds)
+                          response.duration_seconds, response=response)
 
         content = [b for b in response.content if not _is_empty_text(b)]
         stop = response.stop_reason
@@ -297,7 +299,14 @@ class AgentLoop:
         duration: float,
         *,
         outcome_unknown: bool = False,
+        response: ModelResponse | None = None,
     ) -> None:
+        tokens = {} if response is None else {
+            "input_tokens": response.input_tokens,
+            "output_tokens": response.output_tokens,
+            "cache_read_input_tokens": response.cache_read_input_tokens,
+            "cache_creation_input_tokens": response.cache_creation_input_tokens,
+        }
         self.state.steps.append(
             StepRecord(
                 index=len(self.state.steps),
@@ -308,6 +317,7 @@ class AgentLoop:
                 error=error,
                 duration_seconds=round(duration, 6),
                 outcome_unknown=outcome_unknown,
+                **tokens,
             )
         )
 

@@ -219,3 +219,27 @@ def test_a_request_too_large_even_without_old_results_fails_the_run_clearly() ->
     assert step.result.status == RunStatus.FAILED
     assert step.result.error is not None and step.result.error.code == "conversation_too_large"
     assert "5000-byte limit" in step.result.error.message
+
+
+def test_cache_tokens_add_up_per_run_and_show_per_model_step() -> None:
+    loop = new_loop()
+    loop.next_step()
+    loop.record_model_response(ModelResponse(
+        content=[tool_use("t1")], stop_reason="tool_use", input_tokens=3, output_tokens=7,
+        cache_creation_input_tokens=1200, model="claude-test",
+    ))
+    loop.next_step()
+    loop.record_tool_results([ToolResult(tool_use_id="t1", content="ok")])
+    loop.next_step()
+    loop.record_model_response(ModelResponse(
+        content=[text("done")], stop_reason="end_turn", input_tokens=2, output_tokens=4,
+        cache_read_input_tokens=1200, cache_creation_input_tokens=150, model="claude-test",
+    ))
+    usage = loop.state.usage
+    assert (usage.input_tokens, usage.output_tokens) == (5, 11)
+    assert (usage.cache_read_input_tokens, usage.cache_creation_input_tokens) == (1200, 1350)
+    first, tool, second = loop.state.steps
+    assert (first.input_tokens, first.output_tokens, first.cache_read_input_tokens,
+            first.cache_creation_input_tokens) == (3, 7, 0, 1200)
+    assert (second.cache_read_input_tokens, second.cache_creation_input_tokens) == (1200, 150)
+    assert (tool.input_tokens, tool.cache_read_input_tokens) == (0, 0)

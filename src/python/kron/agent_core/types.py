@@ -6,15 +6,22 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from kron.contracts.models import CacheTTL
+
+CACHE_TTL_SECONDS: dict[CacheTTL, int] = {"5m": 300, "1h": 3600}
+
 
 class ModelRequest(BaseModel):
     """One Messages API call."""
 
-    model: str
-    max_tokens: int
+    model: str  # "": the worker's default model (filled in by the call_model activity)
+    max_tokens: int  # 0: the worker's default (KRON_MAX_TOKENS), filled in the same way
     system: str | None = None
     messages: list[dict[str, Any]]
     tools: list[dict[str, Any]] = Field(default_factory=list)
+    # Lifetime of the prompt-cache entries this call writes. None: the deployment's default
+    # (the worker's KRON_PROMPT_CACHE_TTL; 5m for an adapter used on its own).
+    cache_ttl: CacheTTL | None = None
 
 
 class ModelResponse(BaseModel):

@@ -26,6 +26,8 @@ def step_line(step: Mapping[str, Any], ok_mark: str = "✓", fail_mark: str = "�
         mark = "?"
     line = f"  {mark} {kind:<5} {step.get('name', '')!s:<28} turn {step.get('turn', '?')!s:<3} " \
            f"{float(step.get('duration_seconds') or 0):6.2f} s"
+    if kind == "model" and any(step.get(f) for f in _TOKEN_FIELDS):
+        line += f"  {_tokens(step)}"
     if step.get("outcome_unknown"):
         line += "  outcome unknown (the worker died while it ran)"
     if step.get("error"):
@@ -33,11 +35,22 @@ def step_line(step: Mapping[str, Any], ok_mark: str = "✓", fail_mark: str = "�
     return line
 
 
+_TOKEN_FIELDS = ("input_tokens", "output_tokens", "cache_read_input_tokens", "cache_creation_input_tokens")
+
+
+def _tokens(counts: Mapping[str, Any]) -> str:
+    """"N tokens (in, out, cache read, cache write)": in is the uncached input, as the API counts."""
+    inp, out, read, write = (int(counts.get(f) or 0) for f in _TOKEN_FIELDS)
+    text = f"{inp + out + read + write:,} tokens (in {inp:,}, out {out:,}"
+    if read or write:
+        text += f", cache read {read:,}, cache write {write:,}"
+    return text + ")"
+
+
 def usage_line(usage: Mapping[str, Any] | None) -> str:
     usage = usage or {}
-    tokens = int(usage.get("input_tokens", 0)) + int(usage.get("output_tokens", 0))
-    return (f"{tokens:,} tokens (in {int(usage.get('input_tokens', 0)):,}, out {int(usage.get('output_tokens', 0)):,})"
-            f" · {usage.get('model_calls', 0)} model calls · {usage.get('tool_calls', 0)} tool calls")
+    return (f"{_tokens(usage)} · {usage.get('model_calls', 0)} model calls"
+            f" · {usage.get('tool_calls', 0)} tool calls")
 
 
 def when(value: Any) -> str:

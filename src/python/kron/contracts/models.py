@@ -6,9 +6,12 @@ All models are pydantic v2 and travel through Temporal with the pydantic data co
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal, TypeAlias
 
 from pydantic import BaseModel, ConfigDict, Field
+
+# How long a prompt-cache entry lives after the request that wrote or last read it started.
+CacheTTL: TypeAlias = Literal["5m", "1h"]
 
 
 class RunStatus(StrEnum):
@@ -70,6 +73,12 @@ class StepRecord(BaseModel):
     duration_seconds: float = 0.0
     # An unsafe tool call that was in flight when its worker died: it may or may not have acted.
     outcome_unknown: bool = False
+    # A model step's tokens (0 for tool steps): uncached input, output, and input read from and
+    # written to the prompt cache.
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_input_tokens: int = 0
+    cache_creation_input_tokens: int = 0
 
 
 class RunError(BaseModel):
@@ -187,6 +196,9 @@ class AgentRunInput(BaseModel):
     system_prompt: str | None = Field(default=None, max_length=32_000)
     callback_url: str | None = None
     approval: ApprovalPolicy | None = None
+    # Lifetime of the run's prompt-cache entries. None: the worker's KRON_PROMPT_CACHE_TTL, and 1h
+    # once the run has waited longer than 5 minutes between model calls (see AgentWorkflow).
+    cache_ttl: CacheTTL | None = None
     # An unsafe tool call whose outcome is unknown waits this long for retry/skip/abort, then skips.
     unknown_outcome_timeout_seconds: int = Field(default=3600, ge=1, le=7 * 24 * 3600)
     request_id: str | None = None

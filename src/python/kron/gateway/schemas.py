@@ -9,6 +9,7 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, StringConstraints
 
 from kron.contracts.models import (
+    CacheTTL,
     PendingApproval,
     PendingUnknownOutcome,
     RunError,
@@ -61,6 +62,9 @@ class DispatchRequest(BaseModel):
     )
     approval_timeout_seconds: int = Field(
         default=3600, ge=1, le=7 * 24 * 3600, description="Undecided calls are denied after this."
+    )
+    cache_ttl: CacheTTL | None = Field(
+        default=None, description="Prompt-cache lifetime; default: the worker's (5m, 1h after a long wait)."
     )
 
 

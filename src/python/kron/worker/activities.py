@@ -33,7 +33,7 @@ from kron.agent_core.types import (
 )
 from kron.common.callback_urls import CallbackRefused, pinned_request
 from kron.common.logging import get_logger
-from kron.contracts.models import AgentRunResult, ToolSafety
+from kron.contracts.models import AgentRunResult, CacheTTL, ToolSafety
 from kron.worker import metrics
 
 log = get_logger(__name__)
@@ -101,6 +101,8 @@ class AgentActivities:
         tools: ToolProvider,
         *,
         default_model: str,
+        default_max_tokens: int = 4096,
+        default_cache_ttl: CacheTTL = "5m",
         safety_policy: ToolSafetyPolicy | None = None,
         webhook_secret: bytes | None = None,
         webhook_allow_private_networks: bool = False,
@@ -109,6 +111,8 @@ class AgentActivities:
         self._llm = llm
         self._tools = tools
         self._default_model = default_model
+        self._default_max_tokens = default_max_tokens
+        self._default_cache_ttl = default_cache_ttl
         self._safety = safety_policy or ToolSafetyPolicy()
         self._webhook_secret = webhook_secret
         self._webhook_allow_private = webhook_allow_private_networks
@@ -118,9 +122,13 @@ class AgentActivities:
 
     @activity.defn(name="call_model")
     async def call_model(self, input: ModelCallInput) -> ModelResponse:
-        request = input.request
-        if not request.model:
-            request = request.model_copy(update={"model": self._default_model})
+        # What the run left open is this deployment's to fill (KRON_MODEL, KRON_MAX_TOKENS,
+        # KRON_PROMPT_CACHE_TTL): settings are read here, never in the workflow.
+        request = input.request.model_copy(update={
+            "model": input.request.model or self._default_model,
+            "max_tokens": input.request.max_tokens or self._default_max_tokens,
+            "cache_ttl": input.request.cache_ttl or self._default_cache_ttl,
+        })
         started = time.monotonic()
         try:
             async with heartbeating(self._heartbeat_interval):
@@ -143,11 +151,12 @@ class AgentActivities:
         finally:
             metrics.STEP_DURATION.labels(kind="model").observe(time.monotonic() - started)
         metrics.MODEL_CALLS.labels(outcome="ok").inc()
-        metrics.MODEL_TOKENS.labels(direction="input").inc(response.input_tokens)
-        metrics.MODEL_TOKENS.labels(direction="output").inc(response.output_tokens)
+        metrics.count_tokens(response)
         log.info("model call done", stop_reason=response.stop_reason,
                  input_tokens=response.input_tokens, output_tokens=response.output_tokens,
-                 duration_seconds=round(response.duration_seconds, 4))
+                 cache_read_input_tokens=response.cache_read_input_tokens,
+                 cache_creation_input_tokens=response.cache_creation_input_tokens,
+                 cache_ttl=request.cache_ttl, duration_seconds=round(response.duration_seconds, 4))
         return response
 
     @activity.defn(name="list_tools")

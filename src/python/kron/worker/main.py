@@ -83,6 +83,8 @@ async def run_worker(settings: WorkerSettings, agent: AgentSettings) -> None:
         llm,
         tools,
         default_model=agent.kron_model,
+        default_max_tokens=agent.kron_max_tokens,
+        default_cache_ttl=settings.prompt_cache_ttl,
         safety_policy=ToolSafetyPolicy(settings.tool_safety),
         webhook_secret=(
             settings.webhook_secret.get_secret_value().encode() if settings.webhook_secret else None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Histogram
 
+from kron.agent_core.types import ModelResponse
 from kron.common.metrics import LATENCY_BUCKETS_SECONDS
 from kron.contracts.models import RunStatus
 
@@ -12,8 +13,12 @@ MODEL_CALLS = Counter(
     "kron_model_calls_total", "Model call attempts, by outcome (ok or an error code).", ["outcome"]
 )
 MODEL_TOKENS = Counter(
-    "kron_model_tokens_total", "Tokens used by model calls, by direction.", ["direction"]
+    "kron_model_tokens_total",
+    "Tokens of model calls, by direction: input (uncached), output, cache_read (input read from the "
+    "prompt cache), cache_write (input written to it).",
+    ["direction"],
 )
+TOKEN_DIRECTIONS = ("input", "output", "cache_read", "cache_write")
 TOOL_CALLS = Counter(
     "kron_tool_calls_total", "Tool call attempts, by outcome (ok, error, transport_error).", ["outcome"]
 )
@@ -29,12 +34,24 @@ WEBHOOKS = Counter(
     ["outcome"],
 )
 
+
+
+def count_tokens(response: ModelResponse) -> None:
+    for direction, tokens in (
+        ("input", response.input_tokens),
+        ("output", response.output_tokens),
+        ("cache_read", response.cache_read_input_tokens),
+        ("cache_write", response.cache_creation_input_tokens),
+    ):
+        MODEL_TOKENS.labels(direction=direction).inc(tokens)
+
+
 # Series exist (at 0) from the start, so dashboards and alerts see "none yet" rather than "no data".
 for _status in RunStatus:
     if _status.is_terminal:
         RUNS.labels(status=_status.value)
 MODEL_CALLS.labels(outcome="ok")
-for _direction in ("input", "output"):
+for _direction in TOKEN_DIRECTIONS:
     MODEL_TOKENS.labels(direction=_direction)
 for _outcome in ("ok", "error", "transport_error"):
     TOOL_CALLS.labels(outcome=_outcome)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from kron.contracts.models import ToolSafety
+from kron.contracts.models import CacheTTL, ToolSafety
 from kron.contracts.names import AGENT_TASK_QUEUE
 
 
@@ -34,6 +34,9 @@ class WorkerSettings(BaseSettings):
     webhook_allow_private_networks: bool = False
     # Tool safety overrides by tool slug or toolkit, JSON: {"github": "read_only", "X_Y": "unsafe"}.
     tool_safety: dict[str, ToolSafety] = Field(default_factory=dict)
+    # Lifetime of prompt-cache entries for runs that do not set `cache_ttl` ("5m" or "1h"). With
+    # "5m" a run switches to 1h by itself once it has waited longer than 5 minutes (see workflows).
+    prompt_cache_ttl: CacheTTL = "5m"
     # Use the offline demo model and tools instead of Anthropic and Composio (local stack, demos).
     demo_mode: bool = False
 

@@ -187,6 +187,7 @@ def _run_input(
         token_budget=body.budget,
         callback_url=str(body.callback_url) if body.callback_url else None,
         request_id=request_id,
+        cache_ttl=body.cache_ttl,
         **optional,
     )
 
