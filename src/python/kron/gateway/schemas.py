@@ -6,7 +6,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StringConstraints
 
 from kron.contracts.models import (
     PendingApproval,
@@ -50,16 +50,21 @@ class DispatchRequest(BaseModel):
     toolkit: ToolkitSlug | None = Field(default=None, description="Shorthand for one toolkit.")
     toolkits: list[ToolkitSlug] = Field(default_factory=list, max_length=32)
     model: str | None = Field(default=None, min_length=1, max_length=256)
-    max_iterations: int | None = Field(default=None, ge=1, le=1000)
-    budget: int | None = Field(default=None, ge=1, le=10**12, description="Token budget for the run.")
-    callback_url: HttpUrl | None = Field(default=None, description="Receives a webhook when the run ends.")
+    # Strict: `true` or "10" is a mistake in the request, not a number to guess at.
+    max_iterations: StrictInt | None = Field(default=None, ge=1, le=1000)
+    budget: StrictInt | None = Field(default=None, ge=1, le=10**12, description="Token budget for the run.")
+    # Checked (and normalised) by `kron.common.callback_urls`, like a schedule's: one validator.
+    callback_url: str | None = Field(
+        default=None, min_length=1, max_length=2083, json_schema_extra={"format": "uri"},
+        description="Receives a webhook when the run ends (a public http(s) URL).",
+    )
     approval_required: list[ToolkitSlug] = Field(
         default_factory=list,
         max_length=64,
         description="Toolkits (`github`) or tool slugs (`GMAIL_SEND_EMAIL`) whose calls wait for "
         "`POST /tasks/{id}/approve` or `/deny` before they run.",
     )
-    approval_timeout_seconds: int = Field(
+    approval_timeout_seconds: StrictInt = Field(
         default=3600, ge=1, le=7 * 24 * 3600, description="Undecided calls are denied after this."
     )
 

@@ -16,6 +16,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Depends, Path, Query, Request, Response
 from pydantic import BaseModel, Field, ValidationError
 
+from kron.common.callback_urls import normalized_url
 from kron.common.logging import get_logger
 from kron.common.schedules import (
     ScheduleExists,
@@ -164,7 +165,7 @@ Store = Annotated[ScheduleStore, Depends(get_schedule_store)]
 async def create_schedule(
     body: ScheduleDefinition, user: CurrentUser, state: State, store: Store, response: Response
 ) -> ScheduleDetail:
-    _check(body, state.settings, store.settings)
+    body = _checked(body, state.settings, store.settings)
     if await store.count_owned(user, store.settings.schedule_max_per_user + 1) >= store.settings.schedule_max_per_user:
         raise ApiError(409, "schedule_limit", f"At most {store.settings.schedule_max_per_user} schedules per user")
     await _preflight(state, user, body.run.toolkits)
@@ -233,8 +234,7 @@ async def update_schedule(
     patch: Annotated[dict[str, Any], Body(openapi_examples={"cron and toolkits": {"value": PATCH_EXAMPLE}})],
 ) -> ScheduleDetail:
     view = _writable(await _owned(store, user, name))
-    definition = _patched(view.definition, patch)
-    _check(definition, state.settings, store.settings)
+    definition = _checked(_patched(view.definition, patch), state.settings, store.settings)
     added = [t for t in definition.run.toolkits if t not in view.definition.run.toolkits]
     await _preflight(state, user, added)
     try:
@@ -381,9 +381,11 @@ def _patched(current: ScheduleDefinition, patch: dict[str, Any]) -> ScheduleDefi
         ]) from None
 
 
-def _check(definition: ScheduleDefinition, settings: GatewaySettings, schedule_settings: ScheduleSettings) -> None:
-    """The checks that depend on settings (422 like schema errors): the dispatch limits and the
-    schedule limits (minimum interval, history size)."""
+def _checked(
+    definition: ScheduleDefinition, settings: GatewaySettings, schedule_settings: ScheduleSettings
+) -> ScheduleDefinition:
+    """The definition to store, after the checks that depend on settings (422 like schema errors):
+    the dispatch limits and the schedule limits (minimum interval, history size)."""
     errors = limit_errors(definition, schedule_settings.limits, datetime.now(UTC), loc=("body",))
     run = definition.run
     errors += run_limit_errors(
@@ -392,6 +394,12 @@ def _check(definition: ScheduleDefinition, settings: GatewaySettings, schedule_s
     )
     if errors:
         raise validation_error(errors)
+    if run.callback_url is None:
+        return definition
+    # Stored as it will be reached (`http://0x5db8d822/` as `http://93.184.216.34/`).
+    return definition.model_copy(
+        update={"run": run.model_copy(update={"callback_url": normalized_url(run.callback_url)})}
+    )
 
 
 async def _preflight(state: GatewayState, user: str, toolkits: list[str]) -> None:

@@ -17,6 +17,7 @@ from fastapi.responses import StreamingResponse
 from temporalio.client import Client, WorkflowExecutionDescription
 from temporalio.service import RPCError
 
+from kron.common.callback_urls import normalized_url
 from kron.common.logging import get_logger
 from kron.contracts import names
 from kron.contracts.models import (
@@ -167,7 +168,7 @@ def _run_input(
     toolkits = list(dict.fromkeys(t.lower() for t in named))  # deduplicated, order kept
     errors = run_limit_errors(
         settings, goal=body.goal, toolkits=toolkits, model=body.model, max_iterations=body.max_iterations,
-        token_budget=body.budget, callback_url=str(body.callback_url) if body.callback_url else None,
+        token_budget=body.budget, callback_url=body.callback_url,
         loc=("body",), budget_field="budget",
     )
     if errors:
@@ -185,7 +186,7 @@ def _run_input(
         toolkits=toolkits,
         model=body.model,
         token_budget=body.budget,
-        callback_url=str(body.callback_url) if body.callback_url else None,
+        callback_url=normalized_url(body.callback_url) if body.callback_url else None,
         request_id=request_id,
         **optional,
     )
