@@ -96,7 +96,13 @@ def create_app(
     )
     app.state.gateway = state
     install_error_handlers(app)
-    app.add_middleware(RequestContextMiddleware, metrics=metrics, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        RequestContextMiddleware,
+        metrics=metrics,
+        max_body_bytes=settings.max_body_bytes,
+        body_timeout_seconds=settings.body_timeout_seconds,
+        max_header_bytes=settings.max_header_bytes,
+    )
     app.include_router(health.router)
     app.include_router(auth.router)
     app.include_router(tasks.router)
