@@ -4,14 +4,9 @@ import threading
 
 import pytest
 
+from kron.common.toolkit_preflight import ToolkitConnections, ToolkitRejected
 from kron.gateway.metrics import GatewayMetrics
-from kron.gateway.preflight import (
-    Preflight,
-    PreflightUnavailable,
-    ToolkitConnections,
-    ToolkitRejected,
-    composio_connections_factory,
-)
+from kron.gateway.preflight import Preflight, PreflightUnavailable, composio_connections_factory
 from kron.gateway.settings import GatewaySettings
 
 

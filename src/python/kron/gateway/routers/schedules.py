@@ -46,7 +46,8 @@ from kron.gateway.errors import (
     not_found,
     validation_error,
 )
-from kron.gateway.preflight import PreflightUnavailable, ToolkitRejected
+from kron.common.toolkit_preflight import ToolkitRejected
+from kron.gateway.preflight import PreflightUnavailable
 from kron.gateway.run_limits import run_limit_errors
 from kron.gateway.settings import GatewaySettings
 from kron.gateway.state import GatewayState

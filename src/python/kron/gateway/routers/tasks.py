@@ -32,7 +32,8 @@ from kron.gateway import runs
 from kron.gateway.deps import CurrentUser, RequestId, State, TemporalClient
 from kron.gateway.errors import ApiError, ToolkitNotConnectedBody, error_responses, validation_error
 from kron.gateway.metrics import DispatchOutcome
-from kron.gateway.preflight import PreflightUnavailable, ToolkitRejected
+from kron.common.toolkit_preflight import ToolkitRejected
+from kron.gateway.preflight import PreflightUnavailable
 from kron.gateway.run_limits import run_limit_errors
 from kron.gateway.schemas import (
     ApprovalAccepted,
