@@ -18,7 +18,6 @@ from pydantic import SecretStr
 from kron.common.schedules import ScheduleStore
 from kron.contracts.schedules import ScheduleDefinition
 from kron.gateway.app import create_app
-from kron.gateway.routers import schedules
 from kron.gateway.settings import GatewaySettings
 from kron_testing.temporal_server import TemporalDevServer
 
@@ -55,9 +54,11 @@ async def api(scheduler: Scheduler, temporal_server: TemporalDevServer) -> Async
         dispatch_rate_per_second=1000.0,
         dispatch_burst=1000,
     )
-    app = create_app(settings, temporal_client=scheduler.client)
-    app.include_router(schedules.router)
-    app.state.schedule_settings = scheduler.settings.model_copy(update={"schedule_min_interval_seconds": 120})
+    app = create_app(
+        settings,
+        temporal_client=scheduler.client,
+        schedule_settings=scheduler.settings.model_copy(update={"schedule_min_interval_seconds": 120}),
+    )
     async with app.router.lifespan_context(app), httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url="http://gateway"
     ) as http:
@@ -190,7 +191,7 @@ async def test_run_history_without_a_scheduler_worker_is_a_503(api: Api, schedul
     name = unique("orphan")
     settings = scheduler.settings.model_copy(update={"scheduler_task_queue": unique("nobody-polls")})
     store = ScheduleStore(scheduler.client, settings, rpc_timeout=timedelta(seconds=1))
-    api.app.state.schedule_store = store
+    api.app.state.gateway.schedules = store
     await store.create(scheduler.user, ScheduleDefinition.model_validate(body(name)))
     try:
         response = await api.call("GET", f"/schedules/{name}/runs", scheduler.user)

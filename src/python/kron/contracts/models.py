@@ -10,6 +10,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+# Model calls per run when a dispatch or schedule does not say.
+DEFAULT_MAX_ITERATIONS = 25
+
 
 class RunStatus(StrEnum):
     """Lifecycle of one agent run, as reported by the `status` query."""
@@ -178,7 +181,7 @@ class AgentRunInput(BaseModel):
     toolkits: list[str] = Field(default_factory=list, max_length=32)
     model: str | None = None  # None: the worker's configured default
     max_tokens: int | None = Field(default=None, ge=1, le=64_000)
-    max_iterations: int = Field(default=25, ge=1, le=1_000)
+    max_iterations: int = Field(default=DEFAULT_MAX_ITERATIONS, ge=1, le=1_000)
     token_budget: int | None = Field(default=None, ge=1)
     system_prompt: str | None = Field(default=None, max_length=32_000)
     callback_url: str | None = None

@@ -1,4 +1,5 @@
-"""Request and response bodies of the HTTP API (the run models themselves come from contracts)."""
+"""Request and response bodies of the HTTP API (the run and schedule models themselves come from
+contracts)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StringConstraints
 
+from kron.common.schedules import ScheduleSummary, ScheduleView
 from kron.contracts.models import (
     PendingApproval,
     PendingUnknownOutcome,
@@ -17,6 +19,7 @@ from kron.contracts.models import (
     UnknownOutcomeAction,
     Usage,
 )
+from kron.contracts.schedules import ConcurrencyPolicy, FireRecord, RunTemplate, ScheduleTiming
 from kron.gateway.tokens import USER_ID_PATTERN
 
 ToolkitSlug = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")]
@@ -164,3 +167,65 @@ class ResolveAccepted(BaseModel):
 
 class HealthStatus(BaseModel):
     status: str
+
+
+# --- schedules (the definition models themselves come from contracts)
+
+
+class ScheduleDetail(BaseModel):
+    name: str
+    schedule_id: str
+    source: str = Field(description="`api`, or the declarative source that manages it (read-only here).")
+    timing: ScheduleTiming
+    run: RunTemplate
+    suspend: bool
+    concurrency_policy: ConcurrencyPolicy
+    max_run_history: int
+    next_run_times: list[datetime] = Field(description="The next fires (empty while suspended).")
+    last_run_at: datetime | None = None
+    running_fire_ids: list[str] = Field(default_factory=list)
+    fires_total: int = 0
+    skipped_overlap_total: int = 0
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+    @classmethod
+    def of(cls, view: ScheduleView) -> ScheduleDetail:
+        definition = view.definition
+        return cls(
+            name=definition.name,
+            schedule_id=view.schedule_id,
+            source=view.source,
+            timing=definition.timing,
+            run=definition.run,
+            suspend=definition.suspend,
+            concurrency_policy=definition.concurrency_policy,
+            max_run_history=definition.max_run_history,
+            next_run_times=view.next_run_times,
+            last_run_at=view.last_run_at,
+            running_fire_ids=view.running_fire_ids,
+            fires_total=view.fires_total,
+            skipped_overlap_total=view.skipped_overlap_total,
+            created_at=view.created_at,
+            updated_at=view.updated_at,
+        )
+
+
+class SchedulePage(BaseModel):
+    schedules: list[ScheduleSummary]
+    next_cursor: str | None = Field(default=None, description="Pass as `cursor` for the next page.")
+
+
+class TriggerAccepted(BaseModel):
+    name: str
+    fire_id: str | None = Field(
+        default=None, description="The fire's id when known at once (concurrency policy Allow)."
+    )
+    detail: str
+
+
+class RunHistoryPage(BaseModel):
+    name: str
+    runs: list[FireRecord] = Field(description="Newest first; runs still going are never trimmed.")
+    max_run_history: int
+    skipped_total: int = Field(default=0, description="Overlap skips recorded over the schedule's life.")
