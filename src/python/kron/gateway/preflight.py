@@ -20,6 +20,7 @@ from kron.common.toolkit_preflight import (
     ToolkitRejected,
     check_connections,
 )
+from kron.gateway.errors import ApiError
 from kron.gateway.metrics import GatewayMetrics, PreflightOutcome
 from kron.gateway.settings import GatewaySettings
 
@@ -132,6 +133,22 @@ class Preflight:
         self._metrics.preflight_checked(PreflightOutcome.CONNECTED, len(toolkits) - len(check.missing))
         self._metrics.preflight_checked(PreflightOutcome.NOT_CONNECTED, len(check.missing))
         return check.first
+
+    async def require_connected(self, user_id: str, toolkits: Sequence[str], *, then: str = "") -> None:
+        """`first_unconnected` as the API answers it, for every route that starts runs: 409
+        `toolkit_not_connected` with the link (`then`: what to do after connecting), 422
+        `toolkit_unavailable`, 503 `preflight_unavailable`."""
+        try:
+            missing = await self.first_unconnected(user_id, toolkits)
+        except PreflightUnavailable:
+            raise ApiError(503, "preflight_unavailable", "Could not check your toolkit connections; try again shortly",
+                           headers={"Retry-After": "2"}) from None
+        except ToolkitRejected as rejected:
+            raise ApiError(422, "toolkit_unavailable", f"Toolkit {rejected.toolkit!r} cannot be connected",
+                           toolkit=rejected.toolkit) from None
+        if missing is not None:
+            raise ApiError(409, "toolkit_not_connected", f"Connect {missing.toolkit} first (open connect_url){then}",
+                           toolkit=missing.toolkit, connect_url=missing.connect_url)
 
     async def _adapter(self) -> ToolkitConnections:
         failed = self._connections is not None and self._connections.done() and (

@@ -26,7 +26,6 @@ from kron.common.schedules import (
     ScheduleStore,
     ScheduleView,
 )
-from kron.common.toolkit_preflight import ToolkitRejected
 from kron.contracts.schedules import (
     NAME_PATTERN,
     SOURCE_API,
@@ -42,11 +41,9 @@ from kron.gateway.errors import (
     not_found,
     validation_error,
 )
-from kron.gateway.preflight import PreflightUnavailable
 from kron.gateway.run_limits import run_limit_errors
 from kron.gateway.schemas import RunHistoryPage, ScheduleDetail, SchedulePage, TriggerAccepted
 from kron.gateway.settings import GatewaySettings
-from kron.gateway.state import GatewayState
 
 log = get_logger(__name__)
 router = APIRouter(prefix="/schedules", tags=["schedules"])
@@ -75,7 +72,8 @@ async def create_schedule(
     body = _checked(body, state.settings, store.settings)
     if await store.count_owned(user, store.settings.schedule_max_per_user + 1) >= store.settings.schedule_max_per_user:
         raise ApiError(409, "schedule_limit", f"At most {store.settings.schedule_max_per_user} schedules per user")
-    await _preflight(state, user, body.run.toolkits)
+    # Every fire checks again: a later disconnect records `preflight_failed`.
+    await state.preflight.require_connected(user, body.run.toolkits)
     try:
         view = await store.create(user, body)
     except ScheduleExists:
@@ -143,7 +141,7 @@ async def update_schedule(
     view = _writable(await _owned(store, user, name))
     definition = _checked(_patched(view.definition, patch), state.settings, store.settings)
     added = [t for t in definition.run.toolkits if t not in view.definition.run.toolkits]
-    await _preflight(state, user, added)
+    await state.preflight.require_connected(user, added)
     try:
         updated = await store.replace(view, definition)
     except ScheduleRejected as rejected:
@@ -307,22 +305,6 @@ def _checked(
     return definition.model_copy(
         update={"run": run.model_copy(update={"callback_url": normalized_url(run.callback_url)})}
     )
-
-
-async def _preflight(state: GatewayState, user: str, toolkits: list[str]) -> None:
-    """Creating a schedule for a toolkit the user has not connected is a 409 with the link, like a
-    dispatch. (Every fire checks again: a later disconnect records `preflight_failed`.)"""
-    try:
-        missing = await state.preflight.first_unconnected(user, toolkits)
-    except PreflightUnavailable:
-        raise ApiError(503, "preflight_unavailable", "Could not check your toolkit connections; try again shortly",
-                       headers={"Retry-After": "2"}) from None
-    except ToolkitRejected as rejected:
-        raise ApiError(422, "toolkit_unavailable", f"Toolkit {rejected.toolkit!r} cannot be connected",
-                       toolkit=rejected.toolkit) from None
-    if missing is not None:
-        raise ApiError(409, "toolkit_not_connected", f"Connect {missing.toolkit} first (open connect_url)",
-                       toolkit=missing.toolkit, connect_url=missing.connect_url)
 
 
 def _rejected(rejected: ScheduleRejected) -> ApiError:

@@ -19,7 +19,6 @@ from temporalio.service import RPCError
 from kron.common.agent_runs import agent_run_input
 from kron.common.callback_urls import normalized_url
 from kron.common.logging import get_logger
-from kron.common.toolkit_preflight import ToolkitRejected
 from kron.contracts import names
 from kron.contracts.models import (
     AgentRunInput,
@@ -76,6 +75,12 @@ _SSE_RESPONSE: dict[int | str, dict[str, Any]] = {
 
 # --- dispatch
 
+_PREFLIGHT_OUTCOMES = {
+    "preflight_unavailable": DispatchOutcome.PREFLIGHT_ERROR,
+    "toolkit_unavailable": DispatchOutcome.INVALID,
+    "toolkit_not_connected": DispatchOutcome.NOT_CONNECTED,
+}
+
 
 @router.post(
     "/dispatch",
@@ -117,30 +122,10 @@ async def dispatch(
         )
 
     try:
-        missing = await state.preflight.first_unconnected(user, run_input.toolkits)
-    except PreflightUnavailable:
-        metrics.dispatched(DispatchOutcome.PREFLIGHT_ERROR)
-        raise ApiError(
-            503,
-            "preflight_unavailable",
-            "Could not check your toolkit connections; try again shortly",
-            headers={"Retry-After": "2"},
-        ) from None
-    except ToolkitRejected as rejected:
-        metrics.dispatched(DispatchOutcome.INVALID)
-        raise ApiError(
-            422, "toolkit_unavailable", f"Toolkit {rejected.toolkit!r} cannot be connected",
-            toolkit=rejected.toolkit,
-        ) from None
-    if missing is not None:
-        metrics.dispatched(DispatchOutcome.NOT_CONNECTED)
-        raise ApiError(
-            409,
-            "toolkit_not_connected",
-            f"Connect {missing.toolkit} first (open connect_url), then dispatch again",
-            toolkit=missing.toolkit,
-            connect_url=missing.connect_url,
-        )
+        await state.preflight.require_connected(user, run_input.toolkits, then=", then dispatch again")
+    except ApiError as refused:
+        metrics.dispatched(_PREFLIGHT_OUTCOMES[refused.error])
+        raise
 
     try:
         task_id, status, replayed = await runs.start(run_input, idempotency_key=idempotency_key)
