@@ -16,10 +16,11 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from kubernetes import client as k8s_client
+# kubernetes 36 ships no py.typed: mypy treats it as Any.
+from kubernetes import client as k8s_client  # type: ignore[import-untyped]
 from kubernetes import config as k8s_config
 from kubernetes import watch as k8s_watch
-from kubernetes.client.exceptions import ApiException
+from kubernetes.client.exceptions import ApiException  # type: ignore[import-untyped]
 
 from kron.common.logging import get_logger
 from kron.scheduler.resources import (
@@ -64,9 +65,9 @@ class KubernetesSource:
     def from_environment(cls, *, namespace: str | None, source_id: str) -> KubernetesSource:
         """In-cluster service account config, else the local kubeconfig."""
         try:
-            k8s_config.load_incluster_config()  # type: ignore[no-untyped-call]
+            k8s_config.load_incluster_config()
         except k8s_config.ConfigException:
-            k8s_config.load_kube_config()  # type: ignore[no-untyped-call]
+            k8s_config.load_kube_config()
         return cls(k8s_client.CustomObjectsApi(), namespace=namespace, source_id=source_id)
 
     async def load(self) -> list[DeclaredSchedule]:
@@ -115,7 +116,7 @@ class KubernetesSource:
         if self._resource_version:
             kwargs["resource_version"] = self._resource_version
         try:
-            for event in watcher.stream(call, *args, **kwargs):  # type: ignore[no-untyped-call]
+            for event in watcher.stream(call, *args, **kwargs):
                 kind = event.get("type")
                 raw = event.get("raw_object") or event.get("object") or {}
                 metadata = raw.get("metadata") or {} if isinstance(raw, Mapping) else {}
@@ -128,7 +129,7 @@ class KubernetesSource:
                     self._generations[key] == metadata.get("generation")
                 ):
                     continue  # a status (or metadata) change: nothing to sync
-                watcher.stop()  # type: ignore[no-untyped-call]
+                watcher.stop()
                 return True
         except ApiException as error:
             # 410 Gone: our resourceVersion is too old. Relist (the caller's next load does).

@@ -12,7 +12,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
-from kubernetes import client as k8s_client
+from kubernetes import client as k8s_client  # type: ignore[import-untyped]
 
 from kron.scheduler.kubernetes_source import MERGE_PATCH, KubernetesSource
 from kron.scheduler.resources import STATUS_KEYS
@@ -89,7 +89,7 @@ def pool() -> FakePoolManager:
 
 def source_for(pool: FakePoolManager, namespace: str | None = None) -> KubernetesSource:
     api_client = k8s_client.ApiClient(k8s_client.Configuration(host="https://k8s.test"))
-    api_client.rest_client.pool_manager = pool  # type: ignore[assignment]
+    api_client.rest_client.pool_manager = pool
     return KubernetesSource(k8s_client.CustomObjectsApi(api_client), namespace=namespace, source_id="kubernetes")
 
 

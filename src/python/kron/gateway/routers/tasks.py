@@ -31,7 +31,6 @@ from kron.contracts.models import (
 from kron.gateway.deps import CurrentUser, RequestId, Runs, State
 from kron.gateway.errors import ApiError, ToolkitNotConnectedBody, error_responses, validation_error
 from kron.gateway.metrics import DispatchOutcome
-from kron.gateway.preflight import PreflightUnavailable
 from kron.gateway.run_limits import run_limit_errors
 from kron.gateway.runs import RunHandle, RunStore, execution_state
 from kron.gateway.schemas import (
