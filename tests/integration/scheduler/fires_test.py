@@ -8,7 +8,7 @@ import time
 
 from temporalio.client import WorkflowExecutionStatus
 
-from kron.common.schedules import USER_SEARCH_ATTRIBUTE
+from kron.common.agent_runs import OWNER_SEARCH_ATTRIBUTE
 from kron.contracts.models import RunStatus
 from kron.contracts.schedules import DispatchStatus, FireOutcome, FireRecord, FireTrigger
 
@@ -36,7 +36,7 @@ async def test_fires_on_time_and_records_the_outcome(scheduler: Scheduler) -> No
     # The run is an ordinary task of the owner's (GET /tasks lists it by KronUserId).
     run = await scheduler.client.get_workflow_handle(done[0].task_id or "").describe()
     assert run.status == WorkflowExecutionStatus.COMPLETED
-    assert run.typed_search_attributes.get(USER_SEARCH_ATTRIBUTE) == scheduler.user
+    assert run.typed_search_attributes.get(OWNER_SEARCH_ATTRIBUTE) == scheduler.user
     assert (await run.memo())["goal"] == "summarise my notifications"
 
     assert scheduler.metric("kron_schedule_fires_total", trigger="schedule", dispatch="started") >= 2

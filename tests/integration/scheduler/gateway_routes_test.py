@@ -18,7 +18,6 @@ from pydantic import SecretStr
 from kron.common.schedules import ScheduleStore
 from kron.contracts.schedules import ScheduleDefinition
 from kron.gateway.app import create_app
-from kron.gateway.routers import schedules
 from kron.gateway.settings import GatewaySettings
 from kron_testing.temporal_server import TemporalDevServer
 
@@ -55,9 +54,11 @@ async def api(scheduler: Scheduler, temporal_server: TemporalDevServer) -> Async
         dispatch_rate_per_second=1000.0,
         dispatch_burst=1000,
     )
-    app = create_app(settings, temporal_client=scheduler.client)
-    app.include_router(schedules.router)
-    app.state.schedule_settings = scheduler.settings.model_copy(update={"schedule_min_interval_seconds": 120})
+    app = create_app(
+        settings,
+        temporal_client=scheduler.client,
+        schedule_settings=scheduler.settings.model_copy(update={"schedule_min_interval_seconds": 120}),
+    )
     async with app.router.lifespan_context(app), httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url="http://gateway"
     ) as http:
@@ -154,7 +155,10 @@ async def test_invalid_timing_is_a_422_that_says_what_is_wrong(
 
 
 async def test_a_callback_url_on_a_private_network_is_a_422(api: Api, scheduler: Scheduler) -> None:
-    for url in ("http://169.254.169.254/latest/meta-data/", "http://localhost:8080/", "not a url"):
+    # The other spellings of loopback are refused like the dispatch refuses them (one validator).
+    spellings = ("http://0x7f000001/", "http://2130706433/", "http://0177.0.0.1/", "http://127.1/", "http://0/",
+                 "http://\u24dbocalhost/")
+    for url in ("http://169.254.169.254/latest/meta-data/", "http://localhost:8080/", "not a url", *spellings):
         response = await api.call("POST", "/schedules", scheduler.user,
                                   json=body(unique("hook"), run={"goal": "triage", "callback_url": url}))
         assert response.status_code == 422, response.text
@@ -187,7 +191,7 @@ async def test_run_history_without_a_scheduler_worker_is_a_503(api: Api, schedul
     name = unique("orphan")
     settings = scheduler.settings.model_copy(update={"scheduler_task_queue": unique("nobody-polls")})
     store = ScheduleStore(scheduler.client, settings, rpc_timeout=timedelta(seconds=1))
-    api.app.state.schedule_store = store
+    api.app.state.gateway.schedules = store
     await store.create(scheduler.user, ScheduleDefinition.model_validate(body(name)))
     try:
         response = await api.call("GET", f"/schedules/{name}/runs", scheduler.user)
@@ -196,3 +200,54 @@ async def test_run_history_without_a_scheduler_worker_is_a_503(api: Api, schedul
         assert (await api.call("GET", f"/schedules/{name}", scheduler.user)).status_code == 200
     finally:
         await delete_schedules_on(scheduler.client, settings.scheduler_task_queue)
+
+
+OUT_OF_UTC_RANGE = ("0001-01-01T00:00:00+23:59", "9999-12-31T23:59:59-23:59")
+
+
+@pytest.mark.parametrize("field", ["start_at", "end_at"])
+@pytest.mark.parametrize("when", OUT_OF_UTC_RANGE)
+async def test_times_utc_cannot_hold_are_a_422_and_change_nothing(
+    api: Api, scheduler: Scheduler, field: str, when: str
+) -> None:
+    user, name = scheduler.user, unique("edge")
+    timing = {"cron": ["0 8 * * 1-5"], field: when}
+    created = await api.call("POST", "/schedules", user, json=body(name, timing=timing))
+    assert created.status_code == 422, created.text
+    assert created.json()["error"] == "validation_error" and "out of range" in created.json()["detail"]
+    assert (await api.call("GET", f"/schedules/{name}", user)).status_code == 404
+
+    assert (await api.call("POST", "/schedules", user, json=body(name))).status_code == 201
+    before = (await api.call("GET", f"/schedules/{name}", user)).json()
+    patched = await api.call("PATCH", f"/schedules/{name}", user, json={"timing": {field: when}})
+    assert patched.status_code == 422, patched.text
+    assert patched.json()["error"] == "validation_error" and "out of range" in patched.json()["detail"]
+    assert (await api.call("GET", f"/schedules/{name}", user)).json()["timing"] == before["timing"]
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"max_run_history": "10"},
+        {"max_run_history": True},
+        {"suspend": "true"},
+        {"timing": {"interval_seconds": "3600"}},
+        {"run": {"goal": "triage", "token_budget": True}},
+        {"run": {"goal": "triage", "max_iterations": "5"}},
+    ],
+)
+async def test_numbers_and_booleans_are_not_coerced(api: Api, scheduler: Scheduler, fields: dict[str, Any]) -> None:
+    name = unique("strict")
+    created = await api.call("POST", "/schedules", scheduler.user, json=body(name, **fields))
+    assert created.status_code == 422, created.text
+    assert (await api.call("GET", f"/schedules/{name}", scheduler.user)).status_code == 404
+    assert (await api.call("POST", "/schedules", scheduler.user, json=body(name))).status_code == 201
+    patched = await api.call("PATCH", f"/schedules/{name}", scheduler.user, json=fields)
+    assert patched.status_code == 422, patched.text
+
+
+async def test_a_callback_url_is_stored_as_it_will_be_reached(api: Api, scheduler: Scheduler) -> None:
+    run = {"goal": "triage", "callback_url": "http://0x5db8d822:8080/Hook"}
+    created = await api.call("POST", "/schedules", scheduler.user, json=body(unique("hook"), run=run))
+    assert created.status_code == 201, created.text
+    assert created.json()["run"]["callback_url"] == "http://93.184.216.34:8080/Hook"

@@ -7,7 +7,9 @@ cluster. Unchecked, any user could make kron call what only the cluster reaches:
 internal receivers on purpose):
 
 - the gateway refuses (422) a URL whose host is an IP address outside the public internet or a name
-  reserved for local use (`localhost`, `*.localhost`, `*.local`, `*.internal`);
+  reserved for local use (`localhost`, `*.localhost`, `*.local`, `*.internal`), judging the host
+  the way URL parsers and the resolver read it (WHATWG: `0x7f000001`, `2130706433`, `0177.0.0.1`,
+  `127.1` and `0` are IPv4 addresses, `ⓛocalhost` is `localhost`), and stores the normalised URL;
 - the worker resolves the host when it sends, refuses if any address is not public (a public-looking
   name can point anywhere), and connects to the address it checked, not to a second lookup's (no DNS
   rebinding in between; TLS still verifies the name).
@@ -20,6 +22,8 @@ import ipaddress
 import socket
 from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import AnyUrl
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 _LOCAL_SUFFIXES = (".localhost", ".local", ".internal", ".localdomain")
@@ -58,6 +62,13 @@ def _non_public(address: IPAddress) -> str | None:
     return "a non-public address"
 
 
+def normalized_url(url: str) -> str:
+    """`url` as a WHATWG URL parser (browsers, pydantic's `HttpUrl`) reads it: the host lowercased
+    and IDNA-mapped, IPv4 in any notation the resolver accepts written as a dotted quad. Raises
+    ValueError when it does not parse."""
+    return str(AnyUrl(url))
+
+
 def url_problem(url: str, *, allow_private: bool) -> str | None:
     """Why `url` cannot receive webhooks, judged without DNS; None when it can."""
     try:
@@ -74,6 +85,11 @@ def url_problem(url: str, *, allow_private: bool) -> str | None:
         return "must not carry credentials"
     if port == 0:
         return "has no valid port"
+    try:
+        # The host as it will be reached: `http://0x7f000001/` is loopback, `ⓛocalhost` localhost.
+        host = (urlsplit(normalized_url(url)).hostname or "").rstrip(".")
+    except ValueError:
+        return "is not a valid URL"
     if allow_private:
         return None
     address = _address(host)
@@ -85,11 +101,18 @@ def url_problem(url: str, *, allow_private: bool) -> str | None:
     return None
 
 
-async def pinned_request(url: str, *, allow_private: bool) -> PinnedRequest:
-    """The request to make for `url`, after every check; raises `CallbackRefused`."""
+def checked_url(url: str, *, allow_private: bool) -> str:
+    """The normalised URL to store and send to, after every check without DNS; raises
+    `CallbackRefused`. The one validator for every route that takes a callback URL."""
     problem = url_problem(url, allow_private=allow_private)
     if problem is not None:
         raise CallbackRefused(f"callback_url {problem}")
+    return normalized_url(url)
+
+
+async def pinned_request(url: str, *, allow_private: bool) -> PinnedRequest:
+    """The request to make for `url`, after every check; raises `CallbackRefused`."""
+    url = checked_url(url, allow_private=allow_private)
     if allow_private:
         return PinnedRequest(url, {}, {})
     parts = urlsplit(url)

@@ -5,7 +5,7 @@ from typing import Any
 
 import pytest
 
-from kron.common.callback_urls import CallbackRefused, pinned_request, url_problem
+from kron.common.callback_urls import CallbackRefused, checked_url, pinned_request, url_problem
 
 REFUSED = [
     "http://127.0.0.1:8080/admin",
@@ -25,6 +25,14 @@ REFUSED = [
     "http://api.localhost/",
     "http://metadata.google.internal/",
     "http://printer.local/",
+    # Other spellings of loopback and 0.0.0.0 that URL parsers and the resolver (inet_aton) accept.
+    "http://0x7f000001/",
+    "http://2130706433/",
+    "http://0177.0.0.1/",
+    "http://127.1/",
+    "http://0/",
+    "http://\u24dbocalhost/",  # ⓛocalhost: IDNA maps it to localhost
+    "http://%6c%6fcalhost/",
 ]
 
 
@@ -47,6 +55,17 @@ def test_non_public_hosts_are_refused_unless_allowed(url: str) -> None:
 )
 def test_malformed_urls_are_refused_even_when_private_networks_are_allowed(url: str, problem: str) -> None:
     assert url_problem(url, allow_private=True) == problem
+
+
+def test_the_checked_url_is_the_normalised_one() -> None:
+    assert checked_url("http://0x5db8d822:8080/hook", allow_private=False) == "http://93.184.216.34:8080/hook"
+    assert checked_url("https://Hooks.Example.COM/x?y=1", allow_private=False) == "https://hooks.example.com/x?y=1"
+    assert checked_url("http://0x7f000001/", allow_private=True) == "http://127.0.0.1/"
+    with pytest.raises(CallbackRefused, match="callback_url points at a loopback address"):
+        checked_url("http://0x7f000001/", allow_private=False)
+    # Numeric-looking hosts that are not an IPv4 address do not parse at all.
+    for url in ("http://09/", "http://1.2.3.4.5/"):
+        assert url_problem(url, allow_private=True) == "is not a valid URL"
 
 
 def test_public_hosts_pass() -> None:

@@ -46,14 +46,10 @@ from temporalio.client import (
     ScheduleUpdateInput,
     WorkflowQueryFailedError,
 )
-from temporalio.common import (
-    SearchAttributeKey,
-    SearchAttributePair,
-    TypedSearchAttributes,
-    WorkflowIDConflictPolicy,
-)
+from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.service import RPCError, RPCStatusCode
 
+from kron.common.agent_runs import owner_clause, owner_search_attributes
 from kron.contracts import names
 from kron.contracts.schedules import (
     QUERY_LEDGER_HISTORY,
@@ -80,7 +76,6 @@ OVERLAP_POLICY: dict[ConcurrencyPolicy, ScheduleOverlapPolicy] = {
     ConcurrencyPolicy.FORBID: ScheduleOverlapPolicy.SKIP,
     ConcurrencyPolicy.REPLACE: ScheduleOverlapPolicy.CANCEL_OTHER,
 }
-USER_SEARCH_ATTRIBUTE = SearchAttributeKey.for_keyword(names.SEARCH_ATTRIBUTE_USER)
 NEXT_RUN_TIMES_SHOWN = 5
 
 
@@ -147,10 +142,6 @@ def ledger_id(schedule: str) -> str:
     return f"{schedule}/ledger"
 
 
-def quote_literal(value: str) -> str:
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
 # --- views
 
 
@@ -201,10 +192,6 @@ def temporal_spec(timing: ScheduleTiming) -> ScheduleSpec:
     )
 
 
-def user_search_attributes(owner: str) -> TypedSearchAttributes:
-    return TypedSearchAttributes([SearchAttributePair(USER_SEARCH_ATTRIBUTE, owner)])
-
-
 def temporal_schedule(fire_input: ScheduledFireInput, *, suspend: bool, catchup_window: timedelta) -> Schedule:
     definition = fire_input.definition
     return Schedule(
@@ -213,7 +200,7 @@ def temporal_schedule(fire_input: ScheduledFireInput, *, suspend: bool, catchup_
             fire_input,
             id=fire_input.schedule_id,
             task_queue=fire_input.scheduler_task_queue,
-            typed_search_attributes=user_search_attributes(fire_input.owner),
+            typed_search_attributes=owner_search_attributes(fire_input.owner),
         ),
         spec=temporal_spec(definition.timing),
         policy=SchedulePolicy(
@@ -259,7 +246,7 @@ class ScheduleStore:
                 fire_input.schedule_id,
                 self._schedule(fire_input, definition.suspend),
                 memo={"owner": owner, "name": definition.name, "source": source},
-                search_attributes=user_search_attributes(owner),
+                search_attributes=owner_search_attributes(owner),
                 rpc_timeout=self.rpc_timeout,
             )
         except ScheduleAlreadyRunningError:
@@ -334,7 +321,7 @@ class ScheduleStore:
                 view.fire_input.model_copy(update={"trigger": FireTrigger.MANUAL}),
                 id=fire_id,
                 task_queue=view.fire_input.scheduler_task_queue,
-                search_attributes=user_search_attributes(view.owner),
+                search_attributes=owner_search_attributes(view.owner),
                 rpc_timeout=self.rpc_timeout,
             )
             return fire_id
@@ -377,7 +364,7 @@ class ScheduleStore:
     async def list_owned(
         self, owner: str, *, page_size: int, page_token: bytes | None = None
     ) -> tuple[list[ScheduleSummary], bytes | None]:
-        query = f"{names.SEARCH_ATTRIBUTE_USER} = {quote_literal(owner)} AND ScheduleId STARTS_WITH '{SCHEDULE_ID_PREFIX}'"
+        query = f"{owner_clause(owner)} AND ScheduleId STARTS_WITH '{SCHEDULE_ID_PREFIX}'"
         pages = await self.client.list_schedules(
             query, page_size=page_size, next_page_token=page_token, rpc_timeout=self.rpc_timeout
         )

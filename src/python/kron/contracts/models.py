@@ -12,6 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 # How long a prompt-cache entry lives after the request that wrote or last read it started.
 CacheTTL: TypeAlias = Literal["5m", "1h"]
+# Model calls per run when a dispatch or schedule does not say.
+DEFAULT_MAX_ITERATIONS = 25
 
 
 class RunStatus(StrEnum):
@@ -191,7 +193,7 @@ class AgentRunInput(BaseModel):
     toolkits: list[str] = Field(default_factory=list, max_length=32)
     model: str | None = None  # None: the worker's configured default
     max_tokens: int | None = Field(default=None, ge=1, le=64_000)
-    max_iterations: int = Field(default=25, ge=1, le=1_000)
+    max_iterations: int = Field(default=DEFAULT_MAX_ITERATIONS, ge=1, le=1_000)
     token_budget: int | None = Field(default=None, ge=1)
     system_prompt: str | None = Field(default=None, max_length=32_000)
     callback_url: str | None = None

@@ -13,7 +13,7 @@ from __future__ import annotations
 import itertools
 import re
 import zoneinfo
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Final
 
@@ -22,6 +22,8 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StrictBool,
+    StrictInt,
     StringConstraints,
     field_validator,
     model_validator,
@@ -210,7 +212,10 @@ def validate_timezone(name: str) -> str:
 
 
 class ScheduleTiming(BaseModel):
-    """When a schedule fires: cron expressions in a timezone, or a fixed interval."""
+    """When a schedule fires: cron expressions in a timezone, or a fixed interval.
+
+    Numbers and booleans in definitions are strict (here, `RunTemplate`, `ScheduleDefinition`):
+    `"60"` or `true` for a number is refused, not coerced."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -220,14 +225,26 @@ class ScheduleTiming(BaseModel):
         description="Five-field cron expressions (or @daily etc.); fires at each match of any.",
     )
     timezone: str = Field(default="UTC", max_length=64, description="IANA timezone the cron is read in.")
-    interval_seconds: int | None = Field(
+    interval_seconds: StrictInt | None = Field(
         default=None, ge=1, le=366 * 24 * 3600, description="Fire every this many seconds (instead of cron)."
     )
-    jitter_seconds: int = Field(
+    jitter_seconds: StrictInt = Field(
         default=0, ge=0, le=MAX_JITTER_SECONDS, description="Delay each fire by a random time up to this."
     )
     start_at: AwareDatetime | None = Field(default=None, description="No fires before this time.")
     end_at: AwareDatetime | None = Field(default=None, description="No fires after this time.")
+
+    @field_validator("start_at", "end_at")
+    @classmethod
+    def _representable_in_utc(cls, value: datetime | None) -> datetime | None:
+        # 0001-01-01T00:00+23:59 is a valid aware datetime whose UTC instant is before year 1:
+        # Temporal (and Python) cannot convert it, so it is refused here, not by an OverflowError.
+        if value is not None:
+            try:
+                value.astimezone(UTC)
+            except OverflowError:
+                raise ValueError("out of range: must be between years 1 and 9999 in UTC") from None
+        return value
 
     @model_validator(mode="after")
     def _check(self) -> ScheduleTiming:
@@ -257,11 +274,11 @@ class RunTemplate(BaseModel):
     goal: str = Field(min_length=1, max_length=32_000)
     toolkits: list[ToolkitSlug] = Field(default_factory=list, max_length=32)
     model: str | None = Field(default=None, min_length=1, max_length=256)
-    max_iterations: int | None = Field(default=None, ge=1, le=1000)
-    token_budget: int | None = Field(default=None, ge=1, le=10**12)
+    max_iterations: StrictInt | None = Field(default=None, ge=1, le=1000)
+    token_budget: StrictInt | None = Field(default=None, ge=1, le=10**12)
     callback_url: str | None = Field(default=None, max_length=2048)
     approval: ApprovalPolicy | None = Field(default=None, description="Tool calls that wait for a human.")
-    timeout_seconds: int | None = Field(
+    timeout_seconds: StrictInt | None = Field(
         default=None, ge=60, le=7 * 24 * 3600, description="A run still going after this is timed_out."
     )
 
@@ -280,9 +297,9 @@ class ScheduleDefinition(BaseModel):
     name: ScheduleName
     timing: ScheduleTiming
     run: RunTemplate
-    suspend: bool = False
+    suspend: StrictBool = False
     concurrency_policy: ConcurrencyPolicy = ConcurrencyPolicy.FORBID
-    max_run_history: int = Field(default=DEFAULT_MAX_RUN_HISTORY, ge=1, le=1000)
+    max_run_history: StrictInt = Field(default=DEFAULT_MAX_RUN_HISTORY, ge=1, le=1000)
 
 
 class ScheduleLimits(BaseModel):

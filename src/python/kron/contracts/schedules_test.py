@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -129,3 +130,41 @@ def test_limit_errors() -> None:
     assert "fires every 30 s at the shortest; the minimum is 60 s" in errors[0]["msg"]
     ok = definition.model_copy(update={"timing": timing(interval_seconds=60), "max_run_history": 100})
     assert limit_errors(ok, ScheduleLimits(min_interval_seconds=60, max_run_history=100), now) == []
+
+
+@pytest.mark.parametrize("field", ["start_at", "end_at"])
+@pytest.mark.parametrize("when", ["0001-01-01T00:00:00+23:59", "9999-12-31T23:59:59-23:59"])
+def test_times_outside_what_utc_can_hold_are_refused(field: str, when: str) -> None:
+    # Valid aware datetimes whose UTC instant is before year 1 or after 9999: Temporal cannot take
+    # them (converting overflows), so validation refuses them.
+    with pytest.raises(ValidationError, match=f"{field}\n.*out of range"):
+        ScheduleTiming.model_validate({"interval_seconds": 60, field: when})
+    fine = ScheduleTiming.model_validate({"interval_seconds": 60, field: "9999-12-31T23:59:59+01:00"})
+    assert getattr(fine, field).year == 9999
+
+
+@pytest.mark.parametrize(
+    ("path", "value"),
+    [
+        (("max_run_history",), "10"),
+        (("max_run_history",), True),
+        (("suspend",), "true"),
+        (("suspend",), 1),
+        (("timing", "interval_seconds"), "3600"),
+        (("timing", "jitter_seconds"), False),
+        (("run", "max_iterations"), "5"),
+        (("run", "token_budget"), True),
+        (("run", "timeout_seconds"), 3600.0),
+    ],
+)
+def test_numbers_and_booleans_are_not_coerced(path: tuple[str, ...], value: Any) -> None:
+    body: dict[str, Any] = {"name": "digest", "timing": {"interval_seconds": 3600}, "run": {"goal": "g"}}
+    target = body
+    for key in path[:-1]:
+        target = target[key]
+    target[path[-1]] = value
+    with pytest.raises(ValidationError, match=path[-1]):
+        ScheduleDefinition.model_validate(body)
+    # The same body as JSON (what the API parses) is refused alike.
+    with pytest.raises(ValidationError, match=path[-1]):
+        ScheduleDefinition.model_validate_json(json.dumps(body))

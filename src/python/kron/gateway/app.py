@@ -16,13 +16,15 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
 from kron.common.logging import get_logger
+from kron.common.schedules import ScheduleSettings
+from kron.common.toolkit_preflight import ConnectionsFactory
+from kron.gateway.cursors import CursorCodec
 from kron.gateway.errors import install_error_handlers
 from kron.gateway.metrics import GatewayMetrics
 from kron.gateway.middleware import RequestContextMiddleware
-from kron.gateway.preflight import ConnectionsFactory, Preflight, composio_connections_factory
+from kron.gateway.preflight import Preflight, composio_connections_factory
 from kron.gateway.ratelimit import TokenBucketLimiter
 from kron.gateway.routers import auth, health, schedules, tasks
-from kron.gateway.runs import CursorCodec
 from kron.gateway.settings import GatewaySettings, get_settings
 from kron.gateway.state import GatewayState
 
@@ -41,10 +43,12 @@ def create_app(
     *,
     temporal_client: Client | None = None,
     connections_factory: ConnectionsFactory | None | _FromSettings = FROM_SETTINGS,
+    schedule_settings: ScheduleSettings | None = None,
 ) -> FastAPI:
     """`temporal_client`: use this client instead of connecting one (tests share theirs).
     `connections_factory`: what the toolkit preflight talks to; by default Composio from the
-    settings (None when no key is set, i.e. no preflight)."""
+    settings (None when no key is set, i.e. no preflight). `schedule_settings`: by default from
+    the environment, like the scheduler's."""
     settings = settings or get_settings()
     metrics = GatewayMetrics()
     factory = (
@@ -54,6 +58,7 @@ def create_app(
     )
     state = GatewayState(
         settings=settings,
+        schedule_settings=schedule_settings or ScheduleSettings(),
         metrics=metrics,
         dispatch_limiter=TokenBucketLimiter(settings.dispatch_rate_per_second, settings.dispatch_burst),
         preflight=Preflight(
@@ -68,7 +73,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if temporal_client is not None:
-            state.client = temporal_client
+            state.attach(temporal_client)
         else:
             connecting = asyncio.create_task(_connect_temporal(state))
             # Usually connected at once; if not, serve anyway (not ready, 503s) while it retries.
@@ -96,7 +101,13 @@ def create_app(
     )
     app.state.gateway = state
     install_error_handlers(app)
-    app.add_middleware(RequestContextMiddleware, metrics=metrics, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        RequestContextMiddleware,
+        metrics=metrics,
+        max_body_bytes=settings.max_body_bytes,
+        body_timeout_seconds=settings.body_timeout_seconds,
+        max_header_bytes=settings.max_header_bytes,
+    )
     app.include_router(health.router)
     app.include_router(auth.router)
     app.include_router(tasks.router)
@@ -111,7 +122,7 @@ async def _connect_temporal(state: GatewayState) -> None:
     delay = 0.5
     while True:
         try:
-            state.client = await Client.connect(
+            client = await Client.connect(
                 settings.temporal_address,
                 namespace=settings.temporal_namespace,
                 data_converter=pydantic_data_converter,
@@ -122,5 +133,6 @@ async def _connect_temporal(state: GatewayState) -> None:
             await asyncio.sleep(delay)
             delay = min(delay * 2, 10.0)
         else:
+            state.attach(client)
             log.info("temporal connected", temporal=settings.temporal_address)
             return

@@ -3,12 +3,14 @@ tested against a real server in tests/integration/gateway.)"""
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 
 import httpx
 import pytest
 from fastapi import FastAPI
 
+from kron.common.logging import configure_logging
 from kron.gateway.app import create_app
 from kron.gateway.settings import GatewaySettings
 from kron.gateway.tokens import issue_token
@@ -97,3 +99,15 @@ async def test_metrics_labels_stay_bounded(http: httpx.AsyncClient) -> None:
     assert 'method="OTHER"' in body and "some-task-id" not in body
     assert 'route="/tasks/{task_id}"' in body
     assert 'kron_dispatches_total{outcome="rate_limited"} 0.0' in body
+
+
+async def test_the_500_log_line_carries_the_request_id_the_client_got(
+    http: httpx.AsyncClient, capsys: pytest.CaptureFixture[str]
+) -> None:
+    configure_logging("INFO", json=True)
+    given = await http.get("/boom", headers={"X-Request-ID": "trace-me-too"})
+    made = await http.get("/boom")
+    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines() if line.startswith("{")]
+    logged = [line["request_id"] for line in lines if line["event"] == "unhandled error"]
+    assert logged == [given.headers["x-request-id"], made.headers["x-request-id"]]
+    assert logged[0] == "trace-me-too" and len(logged[1]) == 32

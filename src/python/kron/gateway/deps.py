@@ -10,9 +10,10 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from temporalio.client import Client
 
+from kron.common.schedules import ScheduleStore
 from kron.gateway.errors import ApiError, unauthorized
+from kron.gateway.runs import RunStore
 from kron.gateway.settings import GatewaySettings
 from kron.gateway.state import GatewayState
 from kron.gateway.tokens import InvalidToken, verify_token
@@ -40,14 +41,26 @@ async def get_app_settings(state: State) -> GatewaySettings:
 Settings = Annotated[GatewaySettings, Depends(get_app_settings)]
 
 
-async def get_temporal_client(state: State) -> Client:
-    if state.client is None:
-        raise ApiError(503, "temporal_unavailable", "The task service is not connected yet",
-                       headers={"Retry-After": "2"})
-    return state.client
+def _not_connected() -> ApiError:
+    return ApiError(503, "temporal_unavailable", "The task service is not connected yet", headers={"Retry-After": "2"})
 
 
-TemporalClient = Annotated[Client, Depends(get_temporal_client)]
+async def get_run_store(state: State) -> RunStore:
+    if state.runs is None:
+        raise _not_connected()
+    return state.runs
+
+
+Runs = Annotated[RunStore, Depends(get_run_store)]
+
+
+async def get_schedule_store(state: State) -> ScheduleStore:
+    if state.schedules is None:
+        raise _not_connected()
+    return state.schedules
+
+
+Schedules = Annotated[ScheduleStore, Depends(get_schedule_store)]
 
 
 async def current_user(

@@ -30,11 +30,13 @@ _CODES_BY_STATUS = {
     404: "not_found",
     405: "method_not_allowed",
     406: "not_acceptable",
+    408: "request_timeout",
     409: "conflict",
     413: "payload_too_large",
     415: "unsupported_media_type",
     422: "validation_error",
     429: "rate_limited",
+    431: "request_header_too_large",
     503: "unavailable",
 }
 _MAX_VALIDATION_ERRORS = 20
@@ -155,9 +157,11 @@ async def _temporal_rpc(request: Request, exc: Exception) -> JSONResponse:
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     # A bug, not an input problem. The traceback goes to the log, never to the client; as plain
     # text, because a rich console traceback would print frame locals (request headers, tokens).
+    # This handler runs in Starlette's outermost middleware, outside the request context the
+    # middleware bound: the request id the client gets back is logged explicitly.
     trace = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    log.error("unhandled error", exc_type=type(exc).__name__, traceback=trace)
     request_id = getattr(request.state, "request_id", None)
+    log.error("unhandled error", exc_type=type(exc).__name__, traceback=trace, request_id=request_id)
     headers = {"X-Request-ID": request_id} if request_id else None
     return error_json(500, "internal_error", "Internal error", headers=headers)
 

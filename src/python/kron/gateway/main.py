@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from kron.common.logging import configure_logging, get_logger
 from kron.gateway.app import create_app
+from kron.gateway.server import uvicorn_config
 from kron.gateway.settings import GatewaySettings, get_settings
 
 log = get_logger(__name__)
@@ -69,16 +70,8 @@ def main() -> None:
             print(f"kron-gateway: invalid configuration: {where}: {error['msg']}", file=sys.stderr)
         sys.exit(2)
     configure_logging(settings.log_level)
-    config = uvicorn.Config(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        log_config=None,  # structlog (configure_logging) owns logging
-        access_log=False,  # the middleware logs each request, with its request id
-        server_header=False,
-        timeout_graceful_shutdown=10,
-    )
-    # uvloop and httptools when installed (uvicorn's "auto"), else asyncio and h11.
+    config = uvicorn_config(create_app(settings), settings)
+    # uvloop when installed (uvicorn's "auto"), else asyncio; HTTP is always the guarded h11 protocol.
     with asyncio.Runner(loop_factory=config.get_loop_factory()) as runner:
         runner.run(serve(_Server(config), settings))
 

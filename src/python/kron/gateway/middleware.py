@@ -1,5 +1,6 @@
 """One pure-ASGI middleware for every HTTP request: request id (bound to the log context and echoed
-in `X-Request-ID`), the body-size limit, the access log line and the request metrics.
+in `X-Request-ID`), the body-size limit and read deadline, the access log line and the request
+metrics.
 
 Pure ASGI rather than `BaseHTTPMiddleware`: it streams (SSE) untouched and the structlog context it
 binds is the one the route runs in.
@@ -7,6 +8,7 @@ binds is the one the route runs in.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 import uuid
@@ -26,10 +28,20 @@ _CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
 class RequestContextMiddleware:
-    def __init__(self, app: ASGIApp, *, metrics: GatewayMetrics, max_body_bytes: int) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        metrics: GatewayMetrics,
+        max_body_bytes: int,
+        body_timeout_seconds: float,
+        max_header_bytes: int,
+    ) -> None:
         self.app = app
         self.metrics = metrics
         self.max_body_bytes = max_body_bytes
+        self.body_timeout_seconds = body_timeout_seconds
+        self.max_header_bytes = max_header_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -51,7 +63,14 @@ class RequestContextMiddleware:
         with structlog.contextvars.bound_contextvars(request_id=request_id):
             try:
                 declared = _content_length(scope)
-                if declared is not None and declared > self.max_body_bytes:
+                if _header_bytes(scope) > self.max_header_bytes:
+                    # The HTTP layer (h11) bounds headers only while they are incomplete: headers
+                    # that arrived whole in one read are measured here.
+                    await error_json(
+                        431, "request_header_too_large", f"The request headers exceed {self.max_header_bytes} bytes",
+                        headers={"Connection": "close"},
+                    )(scope, receive, send_with_request_id)
+                elif declared is not None and declared > self.max_body_bytes:
                     # Refused before reading a byte of it.
                     await self._too_large()(scope, receive, send_with_request_id)
                 else:
@@ -74,16 +93,32 @@ class RequestContextMiddleware:
         )
 
     def _limited(self, receive: Receive) -> Receive:
-        """Count body bytes as they arrive (chunked bodies have no Content-Length)."""
+        """Count body bytes as they arrive (chunked bodies have no Content-Length), and give the
+        whole body `body_timeout_seconds` from the start of the request: a body that stalls or
+        trickles is a 408 that closes the connection. Once the body is in, `receive` is passed
+        through (a streaming response waits on it for the client's disconnect)."""
         received = 0
+        body_done = False
+        deadline = asyncio.get_running_loop().time() + self.body_timeout_seconds
 
         async def receive_limited() -> Message:
-            nonlocal received
-            message = await receive()
+            nonlocal received, body_done
+            if body_done:
+                return await receive()
+            try:
+                async with asyncio.timeout_at(deadline):
+                    message = await receive()
+            except TimeoutError:
+                # FastAPI re-raises HTTPExceptions from body reading: the 408 handler answers.
+                raise StarletteHTTPException(
+                    408, f"The request body did not arrive within {self.body_timeout_seconds:g} s",
+                    headers={"Connection": "close"},
+                ) from None
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                body_done = True
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_body_bytes:
-                    # FastAPI re-raises HTTPExceptions from body reading: the 413 handler answers.
                     raise StarletteHTTPException(
                         413, f"The request body is larger than {self.max_body_bytes} bytes"
                     )
@@ -100,6 +135,12 @@ def _request_id(scope: Scope) -> str:
                 return candidate
             break
     return uuid.uuid4().hex
+
+
+def _header_bytes(scope: Scope) -> int:
+    """The request line and headers' size, about as sent."""
+    line = len(scope.get("raw_path") or b"") + len(scope.get("query_string") or b"") + 16
+    return line + sum(len(name) + len(value) + 4 for name, value in scope.get("headers", []))
 
 
 def _content_length(scope: Scope) -> int | None:

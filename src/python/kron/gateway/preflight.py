@@ -1,34 +1,30 @@
-"""Toolkit preflight: before a run starts, is the user connected to every toolkit it names?
+"""The gateway's toolkit preflight (`kron.common.toolkit_preflight`) with what is the gateway's own: a
+timeout (a user is waiting on the dispatch), metrics, and "cannot check" as one exception.
 
-`ToolkitConnections` is the port; production plugs in `kron.agent_core.composio_tools`'s
-`ComposioToolProvider` (the one agent_core module the gateway may use). Importing composio takes
-seconds, so it is imported lazily, in a thread, when the app starts (`Preflight.warm_up`) — never on
-the import path of the gateway and never on the event loop.
+Production plugs in `kron.agent_core.composio_tools`'s `ComposioToolProvider` (the one agent_core
+module the gateway may use). Importing composio takes seconds, so it is imported lazily, in a thread,
+when the app starts (`Preflight.warm_up`) — never on the import path of the gateway and never on the
+event loop.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Protocol
+from collections.abc import Sequence
 
 from kron.common.logging import get_logger
+from kron.common.toolkit_preflight import (
+    ConnectionsFactory,
+    NotConnected,
+    ToolkitConnections,
+    ToolkitRejected,
+    check_connections,
+)
+from kron.gateway.errors import ApiError
 from kron.gateway.metrics import GatewayMetrics, PreflightOutcome
 from kron.gateway.settings import GatewaySettings
 
 log = get_logger(__name__)
-
-
-class ToolkitConnections(Protocol):
-    """What the gateway needs from Composio. Synchronous (the SDK is): called in threads."""
-
-    def is_connected(self, user_id: str, toolkit: str) -> bool: ...
-
-    def connect_link(self, user_id: str, toolkit: str, callback_url: str | None = None) -> str: ...
-
-
-ConnectionsFactory = Callable[[], ToolkitConnections]
 
 
 def composio_connections_factory(settings: GatewaySettings) -> ConnectionsFactory | None:
@@ -72,22 +68,8 @@ class DemoConnections:
         raise DemoToolkitOnly(f"offline demo: only the demo toolkit exists, not {toolkit!r}")
 
 
-@dataclass(frozen=True)
-class NotConnected:
-    toolkit: str
-    connect_url: str
-
-
 class PreflightUnavailable(Exception):
     """Composio could not be asked (down, slow, refused our key): the dispatch cannot be checked."""
-
-
-class ToolkitRejected(Exception):
-    """Composio refused to make a connect link for this toolkit (unknown toolkit, typically)."""
-
-    def __init__(self, toolkit: str) -> None:
-        super().__init__(toolkit)
-        self.toolkit = toolkit
 
 
 class Preflight:
@@ -132,34 +114,41 @@ class Preflight:
         if self._factory is None:
             self._metrics.preflight_checked(PreflightOutcome.SKIPPED, len(toolkits))
             return None
-        toolkit = toolkits[0]
         try:
             async with asyncio.timeout(self._timeout):
                 connections = await self._adapter()
-                connected = await asyncio.gather(
-                    *(asyncio.to_thread(connections.is_connected, user_id, t) for t in toolkits)
-                )
-                missing = [t for t, ok in zip(toolkits, connected, strict=True) if not ok]
-                self._metrics.preflight_checked(PreflightOutcome.CONNECTED, len(toolkits) - len(missing))
-                self._metrics.preflight_checked(PreflightOutcome.NOT_CONNECTED, len(missing))
-                if not missing:
-                    return None
-                toolkit = missing[0]
-                link = await asyncio.to_thread(connections.connect_link, user_id, toolkit, self._callback_url)
-                return NotConnected(toolkit, link)
+                check = await check_connections(connections, user_id, toolkits, callback_url=self._callback_url)
+        except ToolkitRejected:
+            raise
         except TimeoutError:
             self._metrics.preflight_checked(PreflightOutcome.ERROR)
             log.warning("toolkit preflight timed out", timeout_seconds=self._timeout)
             raise PreflightUnavailable("Composio did not answer in time") from None
         except Exception as error:  # noqa: BLE001 - any adapter failure means "cannot check"
-            status = getattr(error, "status_code", None)
-            if isinstance(status, int) and 400 <= status < 500 and status not in (401, 403, 408, 429):
-                # The adapter's request errors carry Composio's status: it refused this toolkit.
-                raise ToolkitRejected(toolkit) from None
             self._metrics.preflight_checked(PreflightOutcome.ERROR)
             # The adapter redacts its key from messages; the type is enough for the log anyway.
-            log.warning("toolkit preflight failed", exc_type=type(error).__name__, status_code=status)
+            log.warning("toolkit preflight failed", exc_type=type(error).__name__,
+                        status_code=getattr(error, "status_code", None))
             raise PreflightUnavailable("Composio could not be reached") from None
+        self._metrics.preflight_checked(PreflightOutcome.CONNECTED, len(toolkits) - len(check.missing))
+        self._metrics.preflight_checked(PreflightOutcome.NOT_CONNECTED, len(check.missing))
+        return check.first
+
+    async def require_connected(self, user_id: str, toolkits: Sequence[str], *, then: str = "") -> None:
+        """`first_unconnected` as the API answers it, for every route that starts runs: 409
+        `toolkit_not_connected` with the link (`then`: what to do after connecting), 422
+        `toolkit_unavailable`, 503 `preflight_unavailable`."""
+        try:
+            missing = await self.first_unconnected(user_id, toolkits)
+        except PreflightUnavailable:
+            raise ApiError(503, "preflight_unavailable", "Could not check your toolkit connections; try again shortly",
+                           headers={"Retry-After": "2"}) from None
+        except ToolkitRejected as rejected:
+            raise ApiError(422, "toolkit_unavailable", f"Toolkit {rejected.toolkit!r} cannot be connected",
+                           toolkit=rejected.toolkit) from None
+        if missing is not None:
+            raise ApiError(409, "toolkit_not_connected", f"Connect {missing.toolkit} first (open connect_url){then}",
+                           toolkit=missing.toolkit, connect_url=missing.connect_url)
 
     async def _adapter(self) -> ToolkitConnections:
         failed = self._connections is not None and self._connections.done() and (

@@ -4,14 +4,10 @@ import threading
 
 import pytest
 
+from kron.common.toolkit_preflight import ToolkitConnections, ToolkitRejected
+from kron.gateway.errors import ApiError
 from kron.gateway.metrics import GatewayMetrics
-from kron.gateway.preflight import (
-    Preflight,
-    PreflightUnavailable,
-    ToolkitConnections,
-    ToolkitRejected,
-    composio_connections_factory,
-)
+from kron.gateway.preflight import Preflight, PreflightUnavailable, composio_connections_factory
 from kron.gateway.settings import GatewaySettings
 
 
@@ -105,3 +101,22 @@ async def test_demo_mode_knows_only_the_demo_toolkit() -> None:
     with pytest.raises(ToolkitRejected) as rejected:
         await preflight.first_unconnected("bob", ["demo", "github"])
     assert rejected.value.toolkit == "github"
+
+
+async def test_require_connected_answers_as_the_api_does() -> None:
+    preflight, _ = _preflight(InMemoryConnections({("bob", "gmail")}))
+    await preflight.require_connected("bob", ["gmail"])
+    with pytest.raises(ApiError) as missing:
+        await preflight.require_connected("bob", ["gmail", "github"], then=", then retry")
+    assert (missing.value.status_code, missing.value.error) == (409, "toolkit_not_connected")
+    assert missing.value.detail == "Connect github first (open connect_url), then retry"
+    assert missing.value.extra["connect_url"].startswith("https://connect.example/github")
+    rejected, _ = _preflight(InMemoryConnections(set(), error=RefusedError(404)))
+    with pytest.raises(ApiError) as refused:
+        await rejected.require_connected("bob", ["nosuchkit"])
+    assert (refused.value.status_code, refused.value.error, refused.value.extra) == (
+        422, "toolkit_unavailable", {"toolkit": "nosuchkit"})
+    down, _ = _preflight(InMemoryConnections(set(), error=ConnectionError("down")))
+    with pytest.raises(ApiError) as unavailable:
+        await down.require_connected("bob", ["github"])
+    assert (unavailable.value.status_code, unavailable.value.headers) == (503, {"Retry-After": "2"})

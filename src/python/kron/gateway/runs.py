@@ -3,14 +3,14 @@ through queries and descriptions. The workflow is only ever addressed by its str
 
 Ownership is the `KronUserId` search attribute set when a run starts: listing filters on it in the
 visibility query, and reading a task checks it from the description. Never the task id.
+
+`RunStore` holds the client and the deadlines (Temporal calls, queries that need a worker) so the
+routes pass neither; what a task's status is, from what this reads, is `task_view`.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
-import hmac
 import json
 import uuid
 from datetime import timedelta
@@ -23,26 +23,21 @@ from temporalio.client import (
     WorkflowExecutionStatus,
     WorkflowHandle,
 )
-from temporalio.common import (
-    SearchAttributeKey,
-    SearchAttributePair,
-    TypedSearchAttributes,
-    WorkflowIDConflictPolicy,
-    WorkflowIDReusePolicy,
-)
+from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from kron.common import agent_runs
+from kron.common.agent_runs import OWNER_SEARCH_ATTRIBUTE, owner_clause, quote_literal
 from kron.common.logging import get_logger
 from kron.contracts import names
-from kron.contracts.models import AgentRunInput, AgentRunResult, RunError, RunProgress, RunStatus
+from kron.contracts.models import AgentRunInput, AgentRunResult, RunProgress, RunStatus
 from kron.gateway.errors import ApiError, not_found
 from kron.gateway.schemas import ExecutionState, TaskDetail, TaskSummary
+from kron.gateway.task_view import needs_result, task_view
 
 log = get_logger(__name__)
 
-USER_SEARCH_ATTRIBUTE = SearchAttributeKey.for_keyword(names.SEARCH_ATTRIBUTE_USER)
-GOAL_PREVIEW_CHARS = 200
 # WorkflowExecutionStarted, WorkflowTaskScheduled, WorkflowTaskStarted, WorkflowTaskCompleted: below
 # four events no worker has finished a workflow task yet — the run is queued, and a query would
 # only wait for a worker that is not there.
@@ -65,12 +60,6 @@ _VISIBILITY_STATUS = {
     ExecutionState.TERMINATED: "Terminated",
     ExecutionState.TIMED_OUT: "TimedOut",
 }
-# Why a run that did not close normally ended, in words for the user (no internals).
-_ABNORMAL_END = {
-    ExecutionState.FAILED: "The run failed unexpectedly",
-    ExecutionState.TERMINATED: "The run was terminated by an operator",
-    ExecutionState.TIMED_OUT: "The run exceeded its time limit",
-}
 
 ResultT = TypeVar("ResultT")
 RunHandle = WorkflowHandle[Any, AgentRunResult]
@@ -80,25 +69,19 @@ RunHandle = WorkflowHandle[Any, AgentRunResult]
 
 
 def new_task_id() -> str:
-    return f"run-{uuid.uuid4().hex}"
+    return agent_runs.task_id(uuid.uuid4().hex)
 
 
 def idempotent_task_id(user_id: str, idempotency_key: str) -> str:
     """The same (user, key) always names the same workflow; different users never collide."""
     digest = hashlib.sha256(f"{len(user_id)}:{user_id}:{idempotency_key}".encode()).hexdigest()
-    return f"run-{digest[:32]}"
-
-
-def quote_literal(value: str) -> str:
-    """A visibility-query string literal. User ids are restricted to a quote-free alphabet already
-    (`tokens.USER_ID_PATTERN`); escaping anyway keeps this safe for any caller."""
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    return agent_runs.task_id(digest[:32])
 
 
 def visibility_query(user_id: str, state: ExecutionState | None = None) -> str:
     # Runs that continued as new are history: their successor (same task id) is the task.
     clauses = [
-        f"{names.SEARCH_ATTRIBUTE_USER} = {quote_literal(user_id)}",
+        owner_clause(user_id),
         f"WorkflowType = {quote_literal(names.AGENT_WORKFLOW)}",
         "ExecutionStatus != 'ContinuedAsNew'",
     ]
@@ -107,127 +90,12 @@ def visibility_query(user_id: str, state: ExecutionState | None = None) -> str:
     return " AND ".join(clauses)
 
 
-class CursorCodec:
-    """Temporal's page token, signed and bound to (user, filter): a client can hand it back but not
-    forge or reuse it for another listing, and garbage never reaches Temporal (which retries it)."""
-
-    def __init__(self, secret: bytes) -> None:
-        self._key = hmac.new(secret, b"kron-gateway list cursor", hashlib.sha256).digest()
-
-    def encode(self, page_token: bytes, scope: str) -> str:
-        return f"{_b64(page_token)}.{_b64(self._sign(page_token, scope))}"
-
-    def decode(self, cursor: str, scope: str) -> bytes | None:
-        token_part, _, signature_part = cursor.partition(".")
-        try:
-            page_token = _unb64(token_part)
-            signature = _unb64(signature_part)
-        except (binascii.Error, ValueError):
-            return None
-        if not page_token or not hmac.compare_digest(signature, self._sign(page_token, scope)):
-            return None
-        return page_token
-
-    def _sign(self, page_token: bytes, scope: str) -> bytes:
-        return hmac.new(self._key, scope.encode() + b"\0" + page_token, hashlib.sha256).digest()[:16]
-
-
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
-# --- starting
-
-
 def request_fingerprint(run_input: AgentRunInput) -> str:
     """What makes two dispatches "the same request" for idempotency."""
     fields = run_input.model_dump(mode="json", include={
         "goal", "toolkits", "model", "max_iterations", "token_budget", "callback_url", "approval",
     })
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
-
-
-async def start_run(
-    client: Client,
-    run_input: AgentRunInput,
-    *,
-    task_queue: str,
-    idempotency_key: str | None,
-    rpc_timeout: timedelta,
-) -> tuple[str, RunStatus, bool]:
-    """Start the run; returns (task id, status, replayed).
-
-    With an idempotency key the task id derives from (user, key) and Temporal does the
-    deduplication (USE_EXISTING while it runs, REJECT_DUPLICATE once it closed): no local state,
-    so it holds across gateway replicas and restarts. A replay with a different request is a 422.
-    """
-    user_id = run_input.user_id
-    fingerprint = request_fingerprint(run_input)
-    attempt = uuid.uuid4().hex  # tells "we started it" from "it was there" without another store
-    task_id = idempotent_task_id(user_id, idempotency_key) if idempotency_key else new_task_id()
-    memo = {
-        "goal": run_input.goal[:GOAL_PREVIEW_CHARS],
-        "toolkits": run_input.toolkits,
-        "model": run_input.model,
-        "fingerprint": fingerprint,
-        "attempt": attempt,
-    }
-    try:
-        await client.start_workflow(
-            names.AGENT_WORKFLOW,
-            run_input,
-            id=task_id,
-            task_queue=task_queue,
-            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-            id_conflict_policy=(
-                WorkflowIDConflictPolicy.USE_EXISTING if idempotency_key else WorkflowIDConflictPolicy.FAIL
-            ),
-            search_attributes=TypedSearchAttributes([SearchAttributePair(USER_SEARCH_ATTRIBUTE, user_id)]),
-            memo=memo,
-            rpc_timeout=rpc_timeout,
-        )
-    except WorkflowAlreadyStartedError:
-        if idempotency_key is None:
-            raise  # a fresh uuid4 collided: not something to paper over
-    if idempotency_key is None:
-        return task_id, RunStatus.QUEUED, False
-
-    handle = client.get_workflow_handle(task_id, result_type=AgentRunResult)
-    description = await handle.describe(rpc_timeout=rpc_timeout)
-    existing = await description.memo()
-    if existing.get("attempt") == attempt:
-        return task_id, RunStatus.QUEUED, False
-    if existing.get("fingerprint") != fingerprint:
-        raise ApiError(
-            422,
-            "idempotency_key_reused",
-            "This Idempotency-Key was used for a different request; use a new key",
-        )
-    return task_id, await coarse_status(handle, description, rpc_timeout), True
-
-
-# --- reading
-
-
-async def describe_owned(
-    client: Client, task_id: str, user_id: str, rpc_timeout: timedelta
-) -> tuple[RunHandle, WorkflowExecutionDescription]:
-    """The task's handle and description, or 404 when it does not exist or is someone else's."""
-    handle = client.get_workflow_handle(task_id, result_type=AgentRunResult)
-    try:
-        description = await handle.describe(rpc_timeout=rpc_timeout)
-    except RPCError as error:
-        if error.status in (RPCStatusCode.NOT_FOUND, RPCStatusCode.INVALID_ARGUMENT):
-            raise not_found() from None
-        raise
-    owner = description.typed_search_attributes.get(USER_SEARCH_ATTRIBUTE)
-    if owner != user_id or description.workflow_type != names.AGENT_WORKFLOW:
-        raise not_found()  # the same answer as "no such task": ids are not an oracle
-    return handle, description
 
 
 def execution_state(status: WorkflowExecutionStatus | None) -> ExecutionState:
@@ -248,75 +116,131 @@ async def summary(execution: WorkflowExecution) -> TaskSummary:
         execution_status=execution_state(execution.status),
         created_at=execution.start_time,
         closed_at=execution.close_time,
-        goal=_str_or_none(memo.get("goal")),
-        toolkits=[t for t in memo.get("toolkits") or [] if isinstance(t, str)],
-        model=_str_or_none(memo.get("model")),
+        goal=_str_or_none(memo.get(agent_runs.MEMO_GOAL)),
+        toolkits=[t for t in memo.get(agent_runs.MEMO_TOOLKITS) or [] if isinstance(t, str)],
+        model=_str_or_none(memo.get(agent_runs.MEMO_MODEL)),
     )
 
 
-async def coarse_status(
-    handle: RunHandle, description: WorkflowExecutionDescription, rpc_timeout: timedelta
-) -> RunStatus:
-    """The run's status from Temporal alone (no query, so no worker needed)."""
-    state = execution_state(description.status)
-    if state is ExecutionState.RUNNING:
-        return RunStatus.QUEUED if is_queued(description) else RunStatus.RUNNING
-    if state is ExecutionState.COMPLETED:
-        result = await handle.result(rpc_timeout=rpc_timeout)
-        return result.status
-    return RunStatus.CANCELLED if state is ExecutionState.CANCELLED else RunStatus.FAILED
+class RunStore:
+    """Agent runs in Temporal, for one gateway: the client, the agent task queue and the deadlines."""
 
+    def __init__(self, client: Client, *, task_queue: str, rpc_timeout: timedelta, query_timeout: timedelta) -> None:
+        self.client = client
+        self.task_queue = task_queue
+        self.rpc_timeout = rpc_timeout
+        self.query_timeout = query_timeout
 
-async def read_task(
-    handle: RunHandle,
-    description: WorkflowExecutionDescription,
-    *,
-    query_timeout: timedelta,
-    rpc_timeout: timedelta,
-) -> TaskDetail:
-    """Everything known about a task. Progress comes from the `progress` query (the run's own
-    account); closed runs answer it by replay on a worker. Without an answer, what Temporal knows."""
-    base = (await summary(description)).model_dump()
-    state = base["execution_status"]
-    if is_queued(description):
-        return TaskDetail(**base, status=RunStatus.QUEUED, live=False)
+    # --- starting
 
-    progress = await query(handle, names.QUERY_PROGRESS, RunProgress, query_timeout)
-    detail = TaskDetail(**base, status=progress.status if progress else RunStatus.RUNNING, live=progress is not None)
-    if progress is not None:
-        detail.turns, detail.steps, detail.usage = progress.turns, progress.steps, progress.usage
-        detail.pending_approval = progress.pending_approval
-        detail.pending_unknown = progress.pending_unknown
+    async def start(self, run_input: AgentRunInput, *, idempotency_key: str | None) -> tuple[str, RunStatus, bool]:
+        """Start the run; returns (task id, status, replayed).
 
-    result: AgentRunResult | None = None
-    if state is ExecutionState.COMPLETED:
-        result = await handle.result(rpc_timeout=rpc_timeout)
-    elif state is ExecutionState.CANCELLED or (
-        state is ExecutionState.RUNNING and progress is not None and progress.status.is_terminal
-    ):
-        result = await query(handle, names.QUERY_RESULT, AgentRunResult, query_timeout)
-    if state is ExecutionState.CANCELLED:
-        detail.status = RunStatus.CANCELLED
-    elif state in _ABNORMAL_END:
-        detail.status = RunStatus.FAILED
-        detail.error = RunError(code=state.value, message=_ABNORMAL_END[state])
-    if result is not None:
-        detail.status = RunStatus.CANCELLED if state is ExecutionState.CANCELLED else result.status
-        detail.output, detail.truncated, detail.error = result.output, result.truncated, result.error
-        detail.usage, detail.turns = result.usage, max(detail.turns, result.turns)
-    return detail
+        With an idempotency key the task id derives from (user, key) and Temporal does the
+        deduplication (USE_EXISTING while it runs, REJECT_DUPLICATE once it closed): no local state,
+        so it holds across gateway replicas and restarts. A replay with a different request is a 422.
+        """
+        user_id = run_input.user_id
+        fingerprint = request_fingerprint(run_input)
+        attempt = uuid.uuid4().hex  # tells "we started it" from "it was there" without another store
+        task_id = idempotent_task_id(user_id, idempotency_key) if idempotency_key else new_task_id()
+        try:
+            await self.client.start_workflow(
+                names.AGENT_WORKFLOW,
+                run_input,
+                id=task_id,
+                task_queue=self.task_queue,
+                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                id_conflict_policy=(
+                    WorkflowIDConflictPolicy.USE_EXISTING if idempotency_key else WorkflowIDConflictPolicy.FAIL
+                ),
+                search_attributes=agent_runs.owner_search_attributes(user_id),
+                memo=agent_runs.run_memo(run_input, fingerprint=fingerprint, attempt=attempt),
+                rpc_timeout=self.rpc_timeout,
+            )
+        except WorkflowAlreadyStartedError:
+            if idempotency_key is None:
+                raise  # a fresh uuid4 collided: not something to paper over
+        if idempotency_key is None:
+            return task_id, RunStatus.QUEUED, False
 
+        handle = self.client.get_workflow_handle(task_id, result_type=AgentRunResult)
+        description = await self.describe(handle)
+        existing = await description.memo()
+        if existing.get("attempt") == attempt:
+            return task_id, RunStatus.QUEUED, False
+        if existing.get("fingerprint") != fingerprint:
+            raise ApiError(
+                422,
+                "idempotency_key_reused",
+                "This Idempotency-Key was used for a different request; use a new key",
+            )
+        return task_id, await self.coarse_status(handle, description), True
 
-async def query(
-    handle: RunHandle, name: str, result_type: type[ResultT], timeout: timedelta
-) -> ResultT | None:
-    """A query's answer, or None when no worker answered in time (or the query failed)."""
-    try:
-        answer: ResultT = await handle.query(name, result_type=result_type, rpc_timeout=timeout)
-    except Exception as error:  # noqa: BLE001 - deadline, no worker, query failed: no answer
-        log.info("query unanswered", query=name, exc_type=type(error).__name__)
-        return None
-    return answer
+    # --- reading
+
+    async def list_page(
+        self, user_id: str, state: ExecutionState | None, *, page_size: int, page_token: bytes | None
+    ) -> tuple[list[TaskSummary], bytes | None]:
+        pages = self.client.list_workflows(
+            visibility_query(user_id, state),
+            page_size=page_size,
+            next_page_token=page_token,
+            rpc_timeout=self.rpc_timeout,
+        )
+        await pages.fetch_next_page()
+        return [await summary(execution) for execution in pages.current_page or []], pages.next_page_token
+
+    async def owned(self, task_id: str, user_id: str) -> tuple[RunHandle, WorkflowExecutionDescription]:
+        """The task's handle and description, or 404 when it does not exist or is someone else's."""
+        handle = self.client.get_workflow_handle(task_id, result_type=AgentRunResult)
+        try:
+            description = await self.describe(handle)
+        except RPCError as error:
+            if error.status in (RPCStatusCode.NOT_FOUND, RPCStatusCode.INVALID_ARGUMENT):
+                raise not_found() from None
+            raise
+        owner = description.typed_search_attributes.get(OWNER_SEARCH_ATTRIBUTE)
+        if owner != user_id or description.workflow_type != names.AGENT_WORKFLOW:
+            raise not_found()  # the same answer as "no such task": ids are not an oracle
+        return handle, description
+
+    async def describe(self, handle: RunHandle) -> WorkflowExecutionDescription:
+        return await handle.describe(rpc_timeout=self.rpc_timeout)
+
+    async def coarse_status(self, handle: RunHandle, description: WorkflowExecutionDescription) -> RunStatus:
+        """The run's status from Temporal alone (no query, so no worker needed)."""
+        state = execution_state(description.status)
+        result = await handle.result(rpc_timeout=self.rpc_timeout) if state is ExecutionState.COMPLETED else None
+        view = task_view(await summary(description), queued=is_queued(description), progress=None, result=result)
+        return view.status
+
+    async def read(self, handle: RunHandle, description: WorkflowExecutionDescription) -> TaskDetail:
+        """Everything known about a task. Progress comes from the `progress` query (the run's own
+        account); closed runs answer it by replay on a worker. Without an answer, what Temporal knows."""
+        base = await summary(description)
+        if is_queued(description):
+            return task_view(base, queued=True, progress=None, result=None)
+        progress = await self.query(handle, names.QUERY_PROGRESS, RunProgress)
+        result: AgentRunResult | None = None
+        if needs_result(base.execution_status, progress):
+            if base.execution_status is ExecutionState.COMPLETED:
+                result = await handle.result(rpc_timeout=self.rpc_timeout)
+            else:
+                result = await self.query(handle, names.QUERY_RESULT, AgentRunResult)
+        return task_view(base, queued=False, progress=progress, result=result)
+
+    async def query(self, handle: RunHandle, name: str, result_type: type[ResultT]) -> ResultT | None:
+        """A query's answer, or None when no worker answered in time (or the query failed)."""
+        try:
+            answer: ResultT = await handle.query(name, result_type=result_type, rpc_timeout=self.query_timeout)
+        except Exception as error:  # noqa: BLE001 - deadline, no worker, query failed: no answer
+            log.info("query unanswered", query=name, exc_type=type(error).__name__)
+            return None
+        return answer
+
+    async def signal(self, handle: RunHandle, name: str, payload: Any) -> None:
+        await handle.signal(name, payload, rpc_timeout=self.rpc_timeout)
 
 
 def _str_or_none(value: object) -> str | None:

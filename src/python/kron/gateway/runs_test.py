@@ -2,14 +2,10 @@ from __future__ import annotations
 
 import pytest
 
+from kron.common.agent_runs import quote_literal
 from kron.contracts.models import AgentRunInput
-from kron.gateway.runs import (
-    CursorCodec,
-    idempotent_task_id,
-    quote_literal,
-    request_fingerprint,
-    visibility_query,
-)
+from kron.gateway.cursors import CursorCodec
+from kron.gateway.runs import idempotent_task_id, request_fingerprint, visibility_query
 from kron.gateway.schemas import ExecutionState
 
 

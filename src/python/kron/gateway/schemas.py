@@ -1,4 +1,5 @@
-"""Request and response bodies of the HTTP API (the run models themselves come from contracts)."""
+"""Request and response bodies of the HTTP API (the run and schedule models themselves come from
+contracts)."""
 
 from __future__ import annotations
 
@@ -6,8 +7,9 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StringConstraints
 
+from kron.common.schedules import ScheduleSummary, ScheduleView
 from kron.contracts.models import (
     CacheTTL,
     PendingApproval,
@@ -18,6 +20,7 @@ from kron.contracts.models import (
     UnknownOutcomeAction,
     Usage,
 )
+from kron.contracts.schedules import ConcurrencyPolicy, FireRecord, RunTemplate, ScheduleTiming
 from kron.gateway.tokens import USER_ID_PATTERN
 
 ToolkitSlug = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")]
@@ -51,16 +54,21 @@ class DispatchRequest(BaseModel):
     toolkit: ToolkitSlug | None = Field(default=None, description="Shorthand for one toolkit.")
     toolkits: list[ToolkitSlug] = Field(default_factory=list, max_length=32)
     model: str | None = Field(default=None, min_length=1, max_length=256)
-    max_iterations: int | None = Field(default=None, ge=1, le=1000)
-    budget: int | None = Field(default=None, ge=1, le=10**12, description="Token budget for the run.")
-    callback_url: HttpUrl | None = Field(default=None, description="Receives a webhook when the run ends.")
+    # Strict: `true` or "10" is a mistake in the request, not a number to guess at.
+    max_iterations: StrictInt | None = Field(default=None, ge=1, le=1000)
+    budget: StrictInt | None = Field(default=None, ge=1, le=10**12, description="Token budget for the run.")
+    # Checked (and normalised) by `kron.common.callback_urls`, like a schedule's: one validator.
+    callback_url: str | None = Field(
+        default=None, min_length=1, max_length=2083, json_schema_extra={"format": "uri"},
+        description="Receives a webhook when the run ends (a public http(s) URL).",
+    )
     approval_required: list[ToolkitSlug] = Field(
         default_factory=list,
         max_length=64,
         description="Toolkits (`github`) or tool slugs (`GMAIL_SEND_EMAIL`) whose calls wait for "
         "`POST /tasks/{id}/approve` or `/deny` before they run.",
     )
-    approval_timeout_seconds: int = Field(
+    approval_timeout_seconds: StrictInt = Field(
         default=3600, ge=1, le=7 * 24 * 3600, description="Undecided calls are denied after this."
     )
     cache_ttl: CacheTTL | None = Field(
@@ -163,3 +171,65 @@ class ResolveAccepted(BaseModel):
 
 class HealthStatus(BaseModel):
     status: str
+
+
+# --- schedules (the definition models themselves come from contracts)
+
+
+class ScheduleDetail(BaseModel):
+    name: str
+    schedule_id: str
+    source: str = Field(description="`api`, or the declarative source that manages it (read-only here).")
+    timing: ScheduleTiming
+    run: RunTemplate
+    suspend: bool
+    concurrency_policy: ConcurrencyPolicy
+    max_run_history: int
+    next_run_times: list[datetime] = Field(description="The next fires (empty while suspended).")
+    last_run_at: datetime | None = None
+    running_fire_ids: list[str] = Field(default_factory=list)
+    fires_total: int = 0
+    skipped_overlap_total: int = 0
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+    @classmethod
+    def of(cls, view: ScheduleView) -> ScheduleDetail:
+        definition = view.definition
+        return cls(
+            name=definition.name,
+            schedule_id=view.schedule_id,
+            source=view.source,
+            timing=definition.timing,
+            run=definition.run,
+            suspend=definition.suspend,
+            concurrency_policy=definition.concurrency_policy,
+            max_run_history=definition.max_run_history,
+            next_run_times=view.next_run_times,
+            last_run_at=view.last_run_at,
+            running_fire_ids=view.running_fire_ids,
+            fires_total=view.fires_total,
+            skipped_overlap_total=view.skipped_overlap_total,
+            created_at=view.created_at,
+            updated_at=view.updated_at,
+        )
+
+
+class SchedulePage(BaseModel):
+    schedules: list[ScheduleSummary]
+    next_cursor: str | None = Field(default=None, description="Pass as `cursor` for the next page.")
+
+
+class TriggerAccepted(BaseModel):
+    name: str
+    fire_id: str | None = Field(
+        default=None, description="The fire's id when known at once (concurrency policy Allow)."
+    )
+    detail: str
+
+
+class RunHistoryPage(BaseModel):
+    name: str
+    runs: list[FireRecord] = Field(description="Newest first; runs still going are never trimmed.")
+    max_run_history: int
+    skipped_total: int = Field(default=0, description="Overlap skips recorded over the schedule's life.")

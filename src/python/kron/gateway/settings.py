@@ -59,6 +59,15 @@ class GatewaySettings(BaseSettings):
     max_toolkits: int = Field(default=16, ge=0, le=32)
     max_body_bytes: int = Field(default=64 * 1024, ge=1024, le=16 * 1024 * 1024)
 
+    # Connections (kron.gateway.server): headers must be in this long after a connection opens (or
+    # after the previous response), a body this long after its request started; past
+    # `max_connections` open connections new ones get a 503. An ingress in front should time out
+    # no later (deploy/k8s/README.md).
+    header_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+    body_timeout_seconds: float = Field(default=30.0, gt=0, le=600)
+    max_connections: int = Field(default=1000, ge=1)
+    max_header_bytes: int = Field(default=16 * 1024, ge=1024, le=1024 * 1024)
+
     # Per-user token bucket for dispatches: `dispatch_burst` at once, refilled at this rate.
     dispatch_rate_per_second: float = Field(default=1.0, gt=0)
     dispatch_burst: int = Field(default=10, ge=1)

@@ -16,6 +16,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from kron.common.logging import get_logger
 from kron.common.schedules import ledger_id
+from kron.common.toolkit_preflight import ToolkitRejected, check_connections
 from kron.contracts.schedules import (
     SCHEDULE_LEDGER_WORKFLOW,
     SIGNAL_LEDGER_RECORD,
@@ -105,27 +106,22 @@ class SchedulerActivities:
         if not input.toolkits or not self._connections.enabled:
             return PreflightResult(ok=True)
         connections = await asyncio.to_thread(self._connections.get)
-        toolkit = input.toolkits[0]
         try:
-            connected = await asyncio.gather(
-                *(asyncio.to_thread(connections.is_connected, input.user_id, t) for t in input.toolkits)
-            )
-            missing = [t for t, ok in zip(input.toolkits, connected, strict=True) if not ok]
-            if not missing:
-                return PreflightResult(ok=True)
-            toolkit = missing[0]
-            link = await asyncio.to_thread(connections.connect_link, input.user_id, toolkit, self._callback_url)
+            check = await check_connections(connections, input.user_id, input.toolkits, callback_url=self._callback_url)
+        except ToolkitRejected as rejected:
+            raise ApplicationError(
+                f"Toolkit {rejected.toolkit!r} cannot be connected", type=TOOLKIT_REJECTED, non_retryable=True
+            ) from None
         except Exception as error:
-            status = getattr(error, "status_code", None)
-            if isinstance(status, int) and 400 <= status < 500 and status not in (401, 403, 408, 429):
-                raise ApplicationError(
-                    f"Toolkit {toolkit!r} cannot be connected", type=TOOLKIT_REJECTED, non_retryable=True
-                ) from None
-            # The adapter redacts its key; the type is enough for the log.
-            log.warning("toolkit preflight failed", exc_type=type(error).__name__, status_code=status)
+            # The adapter redacts its key; the type is enough for the log. Temporal retries.
+            log.warning("toolkit preflight failed", exc_type=type(error).__name__,
+                        status_code=getattr(error, "status_code", None))
             raise
+        if check.first is None:
+            return PreflightResult(ok=True)
+        toolkit = check.first.toolkit
         return PreflightResult(
-            ok=False, toolkit=toolkit, connect_url=link,
+            ok=False, toolkit=toolkit, connect_url=check.first.connect_url,
             error=f"{toolkit} is not connected: connect it (connect_url), the next fire will run",
         )
 

@@ -37,12 +37,12 @@ class FakeResponse:
     def stream(self, amt: int | None = None, decode_content: bool = True) -> Iterator[bytes]:
         yield from self.body.splitlines(keepends=True)  # the API server flushes one event per chunk
 
-    # kubernetes < 37 reads headers through urllib3's older accessors.
+    # kubernetes 36 reads headers the urllib3 1.x way.
     def getheaders(self) -> dict[str, str]:
         return self.headers
 
     def getheader(self, name: str, default: str | None = None) -> str | None:
-        return self.headers.get(name, default)
+        return next((v for k, v in self.headers.items() if k.lower() == name.lower()), default)
 
     def close(self) -> None:
         pass
@@ -71,14 +71,11 @@ class FakePoolManager:
     def request(self, method: str, url: str, **kwargs: Any) -> FakeResponse:
         parts = urlsplit(url)
         body = kwargs.get("body")
-        # kubernetes 36 passes a GET's query as urllib3 `fields` (urlencoded into the URL, booleans
-        # as "True"); newer clients put it in the URL themselves.
-        fields = urlencode(kwargs.get("fields") or [])
-        query = {k: [v.lower() if v in ("True", "False") else v for v in vs]
-                 for k, vs in parse_qs("&".join(filter(None, [parts.query, fields]))).items()}
+        # kubernetes 36 hands GET parameters to urllib3 as `fields` (urllib3 puts them in the URL).
+        query = parse_qs("&".join(q for q in (parts.query, urlencode(kwargs.get("fields") or [])) if q))
         self.requests.append(Request(method, parts.path, query, dict(kwargs.get("headers") or {}),
                                      json.loads(body) if body else None))
-        if not self.responses and query.get("watch") == ["true"]:
+        if not self.responses and [w.lower() for w in query.get("watch", [])] == ["true"]:
             # Like the API server: a watch with nothing to report ends after its timeoutSeconds.
             time.sleep(float(query["timeoutSeconds"][0]))
             return FakeResponse(200, b"")
@@ -134,8 +131,9 @@ async def test_watch_ignores_status_only_changes_and_wakes_on_spec_changes(pool:
     assert await source.wait_for_change(timeout=30) is True
     watch = pool.requests[-1]
     assert watch.path == "/apis/kron.dev/v1alpha1/namespaces/team-a/scheduledruns"
-    assert watch.query["watch"] == ["true"] and watch.query["resourceVersion"] == ["48213"]
-    assert watch.query["timeoutSeconds"] == ["5"] and watch.query["allowWatchBookmarks"] == ["true"]
+    # "True" from kubernetes 36 (the API server parses it like Go's ParseBool).
+    assert watch.query["watch"][0].lower() == "true" and watch.query["resourceVersion"] == ["48213"]
+    assert watch.query["timeoutSeconds"] == ["5"] and watch.query["allowWatchBookmarks"][0].lower() == "true"
     # The next watch resumes after the event that woke us.
     pool.reply("scheduledruns_watch_added.jsonl")
     assert await source.wait_for_change(timeout=5) is True

@@ -1,28 +1,14 @@
-"""Toolkit preflight at fire time: is the schedule's owner still connected to every toolkit?
-
-`ToolkitConnections` is the port (the gateway's preflight uses the same shape). Production plugs in
-`kron.agent_core.composio_tools.ComposioToolProvider`, imported lazily (composio takes seconds to
-import) the first time a fire needs it, in a thread.
+"""The scheduler's toolkit preflight at fire time (`kron.common.toolkit_preflight`): the Composio
+adapter, built once, lazily (composio takes seconds to import) the first time a fire needs it, in a
+thread. What a fire does with the answer is `activities.SchedulerActivities.check_toolkits`.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
-from typing import Protocol
 
+from kron.common.toolkit_preflight import ConnectionsFactory, ToolkitConnections
 from kron.scheduler.settings import SchedulerSettings
-
-
-class ToolkitConnections(Protocol):
-    """Synchronous (the Composio SDK is): called from threads."""
-
-    def is_connected(self, user_id: str, toolkit: str) -> bool: ...
-
-    def connect_link(self, user_id: str, toolkit: str, callback_url: str | None = None) -> str: ...
-
-
-ConnectionsFactory = Callable[[], ToolkitConnections]
 
 
 def composio_connections_factory(settings: SchedulerSettings) -> ConnectionsFactory | None:

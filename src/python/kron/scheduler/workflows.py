@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy, SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
+from temporalio.common import RetryPolicy, SearchAttributeKey
 from temporalio.exceptions import (
     ActivityError,
     ApplicationError,
@@ -28,8 +28,9 @@ from temporalio.exceptions import (
 from temporalio.exceptions import TimeoutError as TemporalTimeoutError
 
 with workflow.unsafe.imports_passed_through():
+    from kron.common import agent_runs
     from kron.contracts import names
-    from kron.contracts.models import AgentRunInput, AgentRunResult, RunStatus
+    from kron.contracts.models import AgentRunResult, RunStatus
     from kron.contracts.schedules import (
         QUERY_LEDGER_HISTORY,
         SCHEDULE_LEDGER_WORKFLOW,
@@ -57,9 +58,7 @@ with workflow.unsafe.imports_passed_through():
         SchedulerActivities,
     )
 
-USER_SEARCH_ATTRIBUTE = SearchAttributeKey.for_keyword(names.SEARCH_ATTRIBUTE_USER)
 SCHEDULED_START_TIME = SearchAttributeKey.for_datetime(SCHEDULED_START_TIME_ATTRIBUTE)
-GOAL_PREVIEW_CHARS = 200
 
 # Composio hiccups are retried for about half a minute; after that the fire records preflight_failed.
 PREFLIGHT_RETRY = RetryPolicy(
@@ -114,19 +113,18 @@ class ScheduledFireWorkflow:
                 return record
 
             run = definition.run
-            task_id = f"run-{workflow.uuid4().hex}"
-            run_input = AgentRunInput(
+            task_id = agent_runs.task_id(workflow.uuid4().hex)
+            run_input = agent_runs.agent_run_input(
                 user_id=input.owner,
                 goal=run.goal,
                 toolkits=list(run.toolkits),
                 model=run.model,
+                max_iterations=run.max_iterations,
                 token_budget=run.token_budget,
                 callback_url=run.callback_url,
                 approval=run.approval,
                 request_id=info.workflow_id,
             )
-            if run.max_iterations is not None:  # else the contract's default
-                run_input.max_iterations = run.max_iterations
             child = await workflow.start_child_workflow(
                 names.AGENT_WORKFLOW,
                 run_input,
@@ -135,13 +133,8 @@ class ScheduledFireWorkflow:
                 result_type=AgentRunResult,
                 execution_timeout=timedelta(seconds=run.timeout_seconds) if run.timeout_seconds else None,
                 # The run shows up in the owner's GET /tasks like a dispatched one.
-                search_attributes=TypedSearchAttributes([SearchAttributePair(USER_SEARCH_ATTRIBUTE, input.owner)]),
-                memo={
-                    "goal": run.goal[:GOAL_PREVIEW_CHARS],
-                    "toolkits": list(run.toolkits),
-                    "model": run.model,
-                    "schedule": definition.name,
-                },
+                search_attributes=agent_runs.owner_search_attributes(input.owner),
+                memo=agent_runs.run_memo(run_input, schedule=definition.name),
                 # Our cancellation (Replace, or an operator) cancels the run and waits for it to
                 # stop, so the record says how it ended.
                 cancellation_type=workflow.ChildWorkflowCancellationType.WAIT_CANCELLATION_COMPLETED,
@@ -182,10 +175,6 @@ class ScheduledFireWorkflow:
                 )
                 await self._report(input, config)
             raise
-
-    @workflow.query(name="record")
-    def current_record(self) -> FireRecord | None:
-        return self._record
 
     def _update(self, **fields: object) -> FireRecord:
         assert self._record is not None

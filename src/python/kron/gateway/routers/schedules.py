@@ -9,13 +9,13 @@ with the scheduler deployable); settings both sides must agree on are `ScheduleS
 from __future__ import annotations
 
 import math
-from datetime import UTC, datetime, timedelta
-from functools import lru_cache
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, Path, Query, Request, Response
-from pydantic import BaseModel, Field, ValidationError
+from fastapi import APIRouter, Body, Path, Query, Response
+from pydantic import ValidationError
 
+from kron.common.callback_urls import normalized_url
 from kron.common.logging import get_logger
 from kron.common.schedules import (
     ScheduleExists,
@@ -24,20 +24,16 @@ from kron.common.schedules import (
     SchedulerUnavailable,
     ScheduleSettings,
     ScheduleStore,
-    ScheduleSummary,
     ScheduleView,
 )
 from kron.contracts.schedules import (
     NAME_PATTERN,
     SOURCE_API,
     ConcurrencyPolicy,
-    FireRecord,
-    RunTemplate,
     ScheduleDefinition,
-    ScheduleTiming,
     limit_errors,
 )
-from kron.gateway.deps import CurrentUser, State, TemporalClient
+from kron.gateway.deps import CurrentUser, Schedules, State
 from kron.gateway.errors import (
     ApiError,
     ToolkitNotConnectedBody,
@@ -45,10 +41,9 @@ from kron.gateway.errors import (
     not_found,
     validation_error,
 )
-from kron.gateway.preflight import PreflightUnavailable, ToolkitRejected
 from kron.gateway.run_limits import run_limit_errors
+from kron.gateway.schemas import RunHistoryPage, ScheduleDetail, SchedulePage, TriggerAccepted
 from kron.gateway.settings import GatewaySettings
-from kron.gateway.state import GatewayState
 
 log = get_logger(__name__)
 router = APIRouter(prefix="/schedules", tags=["schedules"])
@@ -57,97 +52,7 @@ NamePath = Annotated[str, Path(pattern=NAME_PATTERN, description="The schedule's
 _NOT_CONNECTED_RESPONSE: dict[int | str, dict[str, Any]] = {
     409: {"model": ToolkitNotConnectedBody, "description": "A toolkit is not connected, or a name conflict"},
 }
-
-
-# --- bodies
-
-
-class ScheduleDetail(BaseModel):
-    name: str
-    schedule_id: str
-    source: str = Field(description="`api`, or the declarative source that manages it (read-only here).")
-    timing: ScheduleTiming
-    run: RunTemplate
-    suspend: bool
-    concurrency_policy: ConcurrencyPolicy
-    max_run_history: int
-    next_run_times: list[datetime] = Field(description="The next fires (empty while suspended).")
-    last_run_at: datetime | None = None
-    running_fire_ids: list[str] = Field(default_factory=list)
-    fires_total: int = 0
-    skipped_overlap_total: int = 0
-    created_at: datetime | None = None
-    updated_at: datetime | None = None
-
-    @classmethod
-    def of(cls, view: ScheduleView) -> ScheduleDetail:
-        definition = view.definition
-        return cls(
-            name=definition.name,
-            schedule_id=view.schedule_id,
-            source=view.source,
-            timing=definition.timing,
-            run=definition.run,
-            suspend=definition.suspend,
-            concurrency_policy=definition.concurrency_policy,
-            max_run_history=definition.max_run_history,
-            next_run_times=view.next_run_times,
-            last_run_at=view.last_run_at,
-            running_fire_ids=view.running_fire_ids,
-            fires_total=view.fires_total,
-            skipped_overlap_total=view.skipped_overlap_total,
-            created_at=view.created_at,
-            updated_at=view.updated_at,
-        )
-
-
-class SchedulePage(BaseModel):
-    schedules: list[ScheduleSummary]
-    next_cursor: str | None = Field(default=None, description="Pass as `cursor` for the next page.")
-
-
-class TriggerAccepted(BaseModel):
-    name: str
-    fire_id: str | None = Field(
-        default=None, description="The fire's id when known at once (concurrency policy Allow)."
-    )
-    detail: str
-
-
-class RunHistoryPage(BaseModel):
-    name: str
-    runs: list[FireRecord] = Field(description="Newest first; runs still going are never trimmed.")
-    max_run_history: int
-    skipped_total: int = Field(default=0, description="Overlap skips recorded over the schedule's life.")
-
-
 PATCH_EXAMPLE = {"timing": {"cron": ["0 9 * * 1-5"]}, "run": {"toolkits": ["github", "slack"]}}
-
-
-# --- dependencies
-
-
-@lru_cache
-def _env_schedule_settings() -> ScheduleSettings:
-    return ScheduleSettings()
-
-
-async def get_schedule_store(request: Request, state: State, client: TemporalClient) -> ScheduleStore:
-    """One store per app. Tests set `app.state.schedule_settings` before the first request."""
-    store: ScheduleStore | None = getattr(request.app.state, "schedule_store", None)
-    if store is None or store.client is not client:
-        settings = getattr(request.app.state, "schedule_settings", None) or _env_schedule_settings()
-        store = ScheduleStore(
-            client,
-            settings,
-            agent_task_queue=state.settings.task_queue,
-            rpc_timeout=timedelta(seconds=state.settings.temporal_rpc_timeout_seconds),
-        )
-        request.app.state.schedule_store = store
-    return store
-
-
-Store = Annotated[ScheduleStore, Depends(get_schedule_store)]
 
 
 # --- routes
@@ -162,12 +67,13 @@ Store = Annotated[ScheduleStore, Depends(get_schedule_store)]
     summary="Create a schedule",
 )
 async def create_schedule(
-    body: ScheduleDefinition, user: CurrentUser, state: State, store: Store, response: Response
+    body: ScheduleDefinition, user: CurrentUser, state: State, store: Schedules, response: Response
 ) -> ScheduleDetail:
-    _check(body, state.settings, store.settings)
+    body = _checked(body, state.settings, store.settings)
     if await store.count_owned(user, store.settings.schedule_max_per_user + 1) >= store.settings.schedule_max_per_user:
         raise ApiError(409, "schedule_limit", f"At most {store.settings.schedule_max_per_user} schedules per user")
-    await _preflight(state, user, body.run.toolkits)
+    # Every fire checks again: a later disconnect records `preflight_failed`.
+    await state.preflight.require_connected(user, body.run.toolkits)
     try:
         view = await store.create(user, body)
     except ScheduleExists:
@@ -190,7 +96,7 @@ async def create_schedule(
 async def list_schedules(
     user: CurrentUser,
     state: State,
-    store: Store,
+    store: Schedules,
     limit: Annotated[int, Query(ge=1, le=100)] = 50,
     cursor: Annotated[str | None, Query(max_length=2048, description="`next_cursor` of the previous page.")] = None,
 ) -> SchedulePage:
@@ -214,7 +120,7 @@ async def list_schedules(
     responses=error_responses(401, 404, 422, 503),
     summary="A schedule, with its next run times",
 )
-async def get_schedule(name: NamePath, user: CurrentUser, store: Store) -> ScheduleDetail:
+async def get_schedule(name: NamePath, user: CurrentUser, store: Schedules) -> ScheduleDetail:
     return ScheduleDetail.of(await _owned(store, user, name))
 
 
@@ -229,14 +135,13 @@ async def update_schedule(
     name: NamePath,
     user: CurrentUser,
     state: State,
-    store: Store,
+    store: Schedules,
     patch: Annotated[dict[str, Any], Body(openapi_examples={"cron and toolkits": {"value": PATCH_EXAMPLE}})],
 ) -> ScheduleDetail:
     view = _writable(await _owned(store, user, name))
-    definition = _patched(view.definition, patch)
-    _check(definition, state.settings, store.settings)
+    definition = _checked(_patched(view.definition, patch), state.settings, store.settings)
     added = [t for t in definition.run.toolkits if t not in view.definition.run.toolkits]
-    await _preflight(state, user, added)
+    await state.preflight.require_connected(user, added)
     try:
         updated = await store.replace(view, definition)
     except ScheduleRejected as rejected:
@@ -252,7 +157,7 @@ async def update_schedule(
     responses=error_responses(401, 404, 409, 422, 503),
     summary="Delete a schedule and its run history (runs already going finish)",
 )
-async def delete_schedule(name: NamePath, user: CurrentUser, store: Store) -> Response:
+async def delete_schedule(name: NamePath, user: CurrentUser, store: Schedules) -> Response:
     view = _writable(await _owned(store, user, name))
     await store.delete(view.schedule_id)
     log.info("schedule deleted", schedule_id=view.schedule_id, user_id=user)
@@ -266,7 +171,7 @@ async def delete_schedule(name: NamePath, user: CurrentUser, store: Store) -> Re
     responses=error_responses(401, 404, 409, 422, 503),
     summary="Stop firing (trigger-now still works)",
 )
-async def suspend_schedule(name: NamePath, user: CurrentUser, store: Store) -> ScheduleDetail:
+async def suspend_schedule(name: NamePath, user: CurrentUser, store: Schedules) -> ScheduleDetail:
     view = _writable(await _owned(store, user, name))
     return ScheduleDetail.of(await store.set_suspended(view, True))
 
@@ -278,7 +183,7 @@ async def suspend_schedule(name: NamePath, user: CurrentUser, store: Store) -> S
     responses=error_responses(401, 404, 409, 422, 503),
     summary="Fire again on schedule (missed fires are not made up)",
 )
-async def resume_schedule(name: NamePath, user: CurrentUser, store: Store) -> ScheduleDetail:
+async def resume_schedule(name: NamePath, user: CurrentUser, store: Schedules) -> ScheduleDetail:
     view = _writable(await _owned(store, user, name))
     return ScheduleDetail.of(await store.set_suspended(view, False))
 
@@ -291,7 +196,7 @@ async def resume_schedule(name: NamePath, user: CurrentUser, store: Store) -> Sc
     responses=error_responses(401, 404, 422, 429, 503),
     summary="Fire now, even while suspended; the concurrency policy still applies",
 )
-async def trigger_schedule(name: NamePath, user: CurrentUser, state: State, store: Store) -> TriggerAccepted:
+async def trigger_schedule(name: NamePath, user: CurrentUser, state: State, store: Schedules) -> TriggerAccepted:
     view = await _owned(store, user, name)
     # A trigger starts a run: it spends the same per-user allowance as a dispatch.
     wait_seconds = state.dispatch_limiter.acquire(user)
@@ -317,7 +222,7 @@ async def trigger_schedule(name: NamePath, user: CurrentUser, state: State, stor
     responses=error_responses(401, 404, 422, 503),
     summary="Run history: each fire's dispatch status and, for runs, how they ended",
 )
-async def list_schedule_runs(name: NamePath, user: CurrentUser, store: Store) -> RunHistoryPage:
+async def list_schedule_runs(name: NamePath, user: CurrentUser, store: Schedules) -> RunHistoryPage:
     view = await _owned(store, user, name)
     try:
         history = await store.history(view.schedule_id)
@@ -381,9 +286,11 @@ def _patched(current: ScheduleDefinition, patch: dict[str, Any]) -> ScheduleDefi
         ]) from None
 
 
-def _check(definition: ScheduleDefinition, settings: GatewaySettings, schedule_settings: ScheduleSettings) -> None:
-    """The checks that depend on settings (422 like schema errors): the dispatch limits and the
-    schedule limits (minimum interval, history size)."""
+def _checked(
+    definition: ScheduleDefinition, settings: GatewaySettings, schedule_settings: ScheduleSettings
+) -> ScheduleDefinition:
+    """The definition to store, after the checks that depend on settings (422 like schema errors):
+    the dispatch limits and the schedule limits (minimum interval, history size)."""
     errors = limit_errors(definition, schedule_settings.limits, datetime.now(UTC), loc=("body",))
     run = definition.run
     errors += run_limit_errors(
@@ -392,22 +299,12 @@ def _check(definition: ScheduleDefinition, settings: GatewaySettings, schedule_s
     )
     if errors:
         raise validation_error(errors)
-
-
-async def _preflight(state: GatewayState, user: str, toolkits: list[str]) -> None:
-    """Creating a schedule for a toolkit the user has not connected is a 409 with the link, like a
-    dispatch. (Every fire checks again: a later disconnect records `preflight_failed`.)"""
-    try:
-        missing = await state.preflight.first_unconnected(user, toolkits)
-    except PreflightUnavailable:
-        raise ApiError(503, "preflight_unavailable", "Could not check your toolkit connections; try again shortly",
-                       headers={"Retry-After": "2"}) from None
-    except ToolkitRejected as rejected:
-        raise ApiError(422, "toolkit_unavailable", f"Toolkit {rejected.toolkit!r} cannot be connected",
-                       toolkit=rejected.toolkit) from None
-    if missing is not None:
-        raise ApiError(409, "toolkit_not_connected", f"Connect {missing.toolkit} first (open connect_url)",
-                       toolkit=missing.toolkit, connect_url=missing.connect_url)
+    if run.callback_url is None:
+        return definition
+    # Stored as it will be reached (`http://0x5db8d822/` as `http://93.184.216.34/`).
+    return definition.model_copy(
+        update={"run": run.model_copy(update={"callback_url": normalized_url(run.callback_url)})}
+    )
 
 
 def _rejected(rejected: ScheduleRejected) -> ApiError:

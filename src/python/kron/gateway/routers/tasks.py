@@ -9,14 +9,15 @@ import math
 import re
 import time
 from collections.abc import AsyncIterator
-from datetime import timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Path, Query, Response
 from fastapi.responses import StreamingResponse
-from temporalio.client import Client, WorkflowExecutionDescription
+from temporalio.client import WorkflowExecutionDescription
 from temporalio.service import RPCError
 
+from kron.common.agent_runs import agent_run_input
+from kron.common.callback_urls import normalized_url
 from kron.common.logging import get_logger
 from kron.contracts import names
 from kron.contracts.models import (
@@ -27,12 +28,11 @@ from kron.contracts.models import (
     RunProgress,
     UnknownOutcomeDecision,
 )
-from kron.gateway import runs
-from kron.gateway.deps import CurrentUser, RequestId, State, TemporalClient
+from kron.gateway.deps import CurrentUser, RequestId, Runs, State
 from kron.gateway.errors import ApiError, ToolkitNotConnectedBody, error_responses, validation_error
 from kron.gateway.metrics import DispatchOutcome
-from kron.gateway.preflight import PreflightUnavailable, ToolkitRejected
 from kron.gateway.run_limits import run_limit_errors
+from kron.gateway.runs import RunHandle, RunStore, execution_state
 from kron.gateway.schemas import (
     ApprovalAccepted,
     ApprovalRequest,
@@ -46,7 +46,6 @@ from kron.gateway.schemas import (
     TaskPage,
 )
 from kron.gateway.settings import GatewaySettings
-from kron.gateway.state import GatewayState
 
 log = get_logger(__name__)
 router = APIRouter(prefix="/tasks", tags=["tasks"])
@@ -75,6 +74,12 @@ _SSE_RESPONSE: dict[int | str, dict[str, Any]] = {
 
 # --- dispatch
 
+_PREFLIGHT_OUTCOMES = {
+    "preflight_unavailable": DispatchOutcome.PREFLIGHT_ERROR,
+    "toolkit_unavailable": DispatchOutcome.INVALID,
+    "toolkit_not_connected": DispatchOutcome.NOT_CONNECTED,
+}
+
 
 @router.post(
     "/dispatch",
@@ -91,7 +96,7 @@ async def dispatch(
     body: DispatchRequest,
     user: CurrentUser,
     state: State,
-    client: TemporalClient,
+    runs: Runs,
     request_id: RequestId,
     response: Response,
     idempotency_key: IdempotencyKey = None,
@@ -116,39 +121,13 @@ async def dispatch(
         )
 
     try:
-        missing = await state.preflight.first_unconnected(user, run_input.toolkits)
-    except PreflightUnavailable:
-        metrics.dispatched(DispatchOutcome.PREFLIGHT_ERROR)
-        raise ApiError(
-            503,
-            "preflight_unavailable",
-            "Could not check your toolkit connections; try again shortly",
-            headers={"Retry-After": "2"},
-        ) from None
-    except ToolkitRejected as rejected:
-        metrics.dispatched(DispatchOutcome.INVALID)
-        raise ApiError(
-            422, "toolkit_unavailable", f"Toolkit {rejected.toolkit!r} cannot be connected",
-            toolkit=rejected.toolkit,
-        ) from None
-    if missing is not None:
-        metrics.dispatched(DispatchOutcome.NOT_CONNECTED)
-        raise ApiError(
-            409,
-            "toolkit_not_connected",
-            f"Connect {missing.toolkit} first (open connect_url), then dispatch again",
-            toolkit=missing.toolkit,
-            connect_url=missing.connect_url,
-        )
+        await state.preflight.require_connected(user, run_input.toolkits, then=", then dispatch again")
+    except ApiError as refused:
+        metrics.dispatched(_PREFLIGHT_OUTCOMES[refused.error])
+        raise
 
     try:
-        task_id, status, replayed = await runs.start_run(
-            client,
-            run_input,
-            task_queue=settings.task_queue,
-            idempotency_key=idempotency_key,
-            rpc_timeout=_rpc_timeout(settings),
-        )
+        task_id, status, replayed = await runs.start(run_input, idempotency_key=idempotency_key)
     except RPCError:
         metrics.dispatched(DispatchOutcome.TEMPORAL_ERROR)
         raise
@@ -167,28 +146,26 @@ def _run_input(
     toolkits = list(dict.fromkeys(t.lower() for t in named))  # deduplicated, order kept
     errors = run_limit_errors(
         settings, goal=body.goal, toolkits=toolkits, model=body.model, max_iterations=body.max_iterations,
-        token_budget=body.budget, callback_url=str(body.callback_url) if body.callback_url else None,
+        token_budget=body.budget, callback_url=body.callback_url,
         loc=("body",), budget_field="budget",
     )
     if errors:
         raise validation_error(errors)
-    optional: dict[str, Any] = {}
-    if body.max_iterations is not None:
-        optional["max_iterations"] = body.max_iterations
-    if body.approval_required:
-        optional["approval"] = ApprovalPolicy(
-            require_for=body.approval_required, timeout_seconds=body.approval_timeout_seconds
-        )
-    return AgentRunInput(
+    return agent_run_input(
         user_id=user,
         goal=body.goal,
         toolkits=toolkits,
         model=body.model,
+        max_iterations=body.max_iterations,
         token_budget=body.budget,
-        callback_url=str(body.callback_url) if body.callback_url else None,
+        callback_url=normalized_url(body.callback_url) if body.callback_url else None,
+        approval=(
+            ApprovalPolicy(require_for=body.approval_required, timeout_seconds=body.approval_timeout_seconds)
+            if body.approval_required
+            else None
+        ),
         request_id=request_id,
         cache_ttl=body.cache_ttl,
-        **optional,
     )
 
 
@@ -205,7 +182,7 @@ def _run_input(
 async def list_tasks(
     user: CurrentUser,
     state: State,
-    client: TemporalClient,
+    runs: Runs,
     status: Annotated[ExecutionState | None, Query(description="Only tasks in this state.")] = None,
     limit: Annotated[int | None, Query(ge=1, le=100)] = None,
     cursor: Annotated[str | None, Query(max_length=2048, description="`next_cursor` of the previous page.")] = None,
@@ -219,15 +196,9 @@ async def list_tasks(
         page_token = state.cursors.decode(cursor, scope)
         if page_token is None:
             raise ApiError(422, "invalid_cursor", "The cursor is not valid for this listing; start over")
-    pages = client.list_workflows(
-        runs.visibility_query(user, status),
-        page_size=limit or settings.list_default_page_size,
-        next_page_token=page_token,
-        rpc_timeout=_rpc_timeout(settings),
+    tasks, next_token = await runs.list_page(
+        user, status, page_size=limit or settings.list_default_page_size, page_token=page_token
     )
-    await pages.fetch_next_page()
-    tasks = [await runs.summary(execution) for execution in pages.current_page or []]
-    next_token = pages.next_page_token
     return TaskPage(tasks=tasks, next_cursor=state.cursors.encode(next_token, scope) if next_token else None)
 
 
@@ -238,12 +209,9 @@ async def list_tasks(
     responses=error_responses(401, 404, 422, 503),
     summary="A task's status, steps, usage and result",
 )
-async def get_task(task_id: TaskIdPath, user: CurrentUser, state: State, client: TemporalClient) -> TaskDetail:
-    settings = state.settings
-    handle, description = await runs.describe_owned(client, task_id, user, _rpc_timeout(settings))
-    return await runs.read_task(
-        handle, description, query_timeout=_query_timeout(settings), rpc_timeout=_rpc_timeout(settings)
-    )
+async def get_task(task_id: TaskIdPath, user: CurrentUser, runs: Runs) -> TaskDetail:
+    handle, description = await runs.owned(task_id, user)
+    return await runs.read(handle, description)
 
 
 # --- events
@@ -260,28 +228,28 @@ async def stream_task_events(
     task_id: TaskIdPath,
     user: CurrentUser,
     state: State,
-    client: TemporalClient,
+    runs: Runs,
     last_event_id: LastEventId = None,
 ) -> StreamingResponse:
     """Every completed step once (`Last-Event-ID` resumes after that step), status changes, then
     `end` when the run reaches a terminal state."""
     # Ownership is checked before the stream starts, so a wrong id is a plain JSON 404.
-    handle, description = await runs.describe_owned(client, task_id, user, _rpc_timeout(state.settings))
+    handle, description = await runs.owned(task_id, user)
     resume_after = int(last_event_id) if last_event_id and _ASCII_INDEX.fullmatch(last_event_id) else -1
     return StreamingResponse(
-        _until_temporal_fails(_task_events(handle, description, state.settings, resume_after)),
+        _until_temporal_fails(_task_events(runs, handle, description, state.settings, resume_after)),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
 
 
 async def _task_events(
-    handle: runs.RunHandle,
+    runs: RunStore,
+    handle: RunHandle,
     description: WorkflowExecutionDescription,
     settings: GatewaySettings,
     resume_after: int,
 ) -> AsyncIterator[str]:
-    rpc_timeout, query_timeout = _rpc_timeout(settings), _query_timeout(settings)
     next_step = resume_after + 1
     last_status = None
     opened = last_sent = time.monotonic()
@@ -292,8 +260,8 @@ async def _task_events(
     yield "retry: 2000\n\n"
     while True:
         if tick and (stale or tick % describe_every == 0):
-            description = await handle.describe(rpc_timeout=rpc_timeout)
-        detail = await runs.read_task(handle, description, query_timeout=query_timeout, rpc_timeout=rpc_timeout)
+            description = await runs.describe(handle)
+        detail = await runs.read(handle, description)
         stale = not detail.live  # queued, or no worker answered: only Temporal can say what changed
         events: list[str] = []
         for step in detail.steps:
@@ -304,7 +272,7 @@ async def _task_events(
             status = {"status": detail.status, "turns": detail.turns, "usage": detail.usage.model_dump()}
             events.append(_sse("status", json.dumps(status)))
             last_status = detail.status
-        closed = runs.execution_state(description.status) is not ExecutionState.RUNNING
+        closed = execution_state(description.status) is not ExecutionState.RUNNING
         if detail.status.is_terminal or closed:
             events.append(_sse("end", detail.model_dump_json(exclude={"steps"})))
             yield "".join(events)
@@ -350,18 +318,16 @@ def _sse(event: str, data: str, *, event_id: str | None = None) -> str:
     responses=error_responses(401, 404, 409, 422, 503),
     summary="Cancel a task: gracefully, then for good after a grace period",
 )
-async def cancel_task(task_id: TaskIdPath, user: CurrentUser, state: State, client: TemporalClient) -> CancelAccepted:
+async def cancel_task(task_id: TaskIdPath, user: CurrentUser, state: State, runs: Runs) -> CancelAccepted:
     """The run gets a `cancel` signal (it stops after the step in flight, keeping a partial result);
     if it is still open after `KRON_CANCEL_GRACE_SECONDS` it cancels itself outright (a timer in the
     run's own history: a gateway restart in between changes nothing)."""
-    settings = state.settings
-    handle, description = await runs.describe_owned(client, task_id, user, _rpc_timeout(settings))
-    execution = runs.execution_state(description.status)
+    handle, description = await runs.owned(task_id, user)
+    execution = execution_state(description.status)
     if execution is not ExecutionState.RUNNING:
         raise ApiError(409, "task_finished", "The task has already finished", execution_status=execution.value)
-    grace = settings.cancel_grace_seconds
-    await handle.signal(names.SIGNAL_CANCEL, CancelRequest(hard_cancel_after_seconds=grace),
-                        rpc_timeout=_rpc_timeout(settings))
+    grace = state.settings.cancel_grace_seconds
+    await runs.signal(handle, names.SIGNAL_CANCEL, CancelRequest(hard_cancel_after_seconds=grace))
     log.info("task cancel requested", task_id=task_id, user_id=user, grace_seconds=grace)
     return CancelAccepted(task_id=task_id, hard_cancel_after_seconds=grace)
 
@@ -369,25 +335,21 @@ async def cancel_task(task_id: TaskIdPath, user: CurrentUser, state: State, clie
 # --- human decisions (approval, unknown tool outcomes)
 
 
-async def _live_progress(
-    task_id: str, user: str, settings: GatewaySettings, client: Client
-) -> tuple[runs.RunHandle, RunProgress]:
+async def _live_progress(task_id: str, user: str, runs: RunStore) -> tuple[RunHandle, RunProgress]:
     """The caller's running task and its progress as the run itself reports it (404/409/503)."""
-    handle, description = await runs.describe_owned(client, task_id, user, _rpc_timeout(settings))
-    if runs.execution_state(description.status) is not ExecutionState.RUNNING:
+    handle, description = await runs.owned(task_id, user)
+    if execution_state(description.status) is not ExecutionState.RUNNING:
         raise ApiError(409, "task_finished", "The task has already finished")
-    progress = await runs.query(handle, names.QUERY_PROGRESS, RunProgress, _query_timeout(settings))
+    progress = await runs.query(handle, names.QUERY_PROGRESS, RunProgress)
     if progress is None:
         raise ApiError(503, "run_unavailable", "No worker answered for this task; try again")
     return handle, progress
 
 
 async def _decide(
-    task_id: str, user: str, state: GatewayState, client: Client, approved: bool,
-    body: ApprovalRequest | None,
+    task_id: str, user: str, runs: RunStore, approved: bool, body: ApprovalRequest | None
 ) -> ApprovalAccepted:
-    settings = state.settings
-    handle, progress = await _live_progress(task_id, user, settings, client)
+    handle, progress = await _live_progress(task_id, user, runs)
     if progress.pending_approval is None:
         raise ApiError(409, "nothing_to_approve", "The task is not waiting for an approval")
     decision = ApprovalDecision(
@@ -395,7 +357,7 @@ async def _decide(
         reason=body.reason if body else None,
         turn=progress.pending_approval.turn,  # decides exactly what the user saw waiting
     )
-    await handle.signal(names.SIGNAL_APPROVE, decision, rpc_timeout=_rpc_timeout(settings))
+    await runs.signal(handle, names.SIGNAL_APPROVE, decision)
     calls = [c.name for c in progress.pending_approval.calls]
     log.info("task approval decided", task_id=task_id, user_id=user, approved=approved, calls=calls)
     return ApprovalAccepted(task_id=task_id, approved=approved, calls=calls)
@@ -410,10 +372,9 @@ async def _decide(
     summary="Let the tool calls this task is waiting on run",
 )
 async def approve_task(
-    task_id: TaskIdPath, user: CurrentUser, state: State, client: TemporalClient,
-    body: ApprovalRequest | None = None,
+    task_id: TaskIdPath, user: CurrentUser, runs: Runs, body: ApprovalRequest | None = None
 ) -> ApprovalAccepted:
-    return await _decide(task_id, user, state, client, True, body)
+    return await _decide(task_id, user, runs, True, body)
 
 
 @router.post(
@@ -425,10 +386,9 @@ async def approve_task(
     summary="Refuse the tool calls this task is waiting on (the model is told why)",
 )
 async def deny_task(
-    task_id: TaskIdPath, user: CurrentUser, state: State, client: TemporalClient,
-    body: ApprovalRequest | None = None,
+    task_id: TaskIdPath, user: CurrentUser, runs: Runs, body: ApprovalRequest | None = None
 ) -> ApprovalAccepted:
-    return await _decide(task_id, user, state, client, False, body)
+    return await _decide(task_id, user, runs, False, body)
 
 
 @router.post(
@@ -440,25 +400,17 @@ async def deny_task(
     summary="Decide what happens to tool calls whose outcome is unknown after a crash",
 )
 async def resolve_unknown_outcome(
-    task_id: TaskIdPath, user: CurrentUser, state: State, client: TemporalClient, body: ResolveRequest
+    task_id: TaskIdPath, user: CurrentUser, runs: Runs, body: ResolveRequest
 ) -> ResolveAccepted:
     """An unsafe tool call (one that may act twice) that was in flight when its worker died is never
     re-run blindly: the run waits for this decision, for every such call waiting now."""
-    settings = state.settings
-    handle, progress = await _live_progress(task_id, user, settings, client)
+    handle, progress = await _live_progress(task_id, user, runs)
     keys = [p.idempotency_key for p in progress.pending_unknown]
     if not keys:
         raise ApiError(409, "nothing_to_resolve", "No tool call of this task has an unknown outcome")
     decision = UnknownOutcomeDecision(action=body.action, reason=body.reason, keys=keys)
-    await handle.signal(names.SIGNAL_RESOLVE_UNKNOWN, decision, rpc_timeout=_rpc_timeout(settings))
+    await runs.signal(handle, names.SIGNAL_RESOLVE_UNKNOWN, decision)
     log.info("unknown tool outcome resolved", task_id=task_id, user_id=user, action=body.action.value,
              calls=len(keys))
     return ResolveAccepted(task_id=task_id, action=body.action, keys=keys)
 
-
-def _rpc_timeout(settings: GatewaySettings) -> timedelta:
-    return timedelta(seconds=settings.temporal_rpc_timeout_seconds)
-
-
-def _query_timeout(settings: GatewaySettings) -> timedelta:
-    return timedelta(seconds=settings.query_timeout_seconds)

@@ -1,0 +1,81 @@
+"""Starting an `AgentWorkflow`: what every starter (a dispatch at the gateway, a fire in the
+scheduler) must do the same way so runs look alike wherever they came from — the task id's shape,
+the owner's search attribute (listing and ownership checks filter on it), the memo a listing shows,
+and the run input built from a request's optional fields.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
+
+from kron.contracts import names
+from kron.contracts.models import DEFAULT_MAX_ITERATIONS, AgentRunInput, ApprovalPolicy
+
+OWNER_SEARCH_ATTRIBUTE = SearchAttributeKey.for_keyword(names.SEARCH_ATTRIBUTE_USER)
+GOAL_PREVIEW_CHARS = 200
+# Memo keys (listings read them back without asking the run).
+MEMO_GOAL = "goal"
+MEMO_TOOLKITS = "toolkits"
+MEMO_MODEL = "model"
+
+
+def task_id(unique_hex: str) -> str:
+    """A task (workflow) id: `run-<hex>`; the hex is a uuid4's, or a digest for idempotent ids."""
+    return f"run-{unique_hex}"
+
+
+def owner_search_attributes(user_id: str) -> TypedSearchAttributes:
+    return TypedSearchAttributes([SearchAttributePair(OWNER_SEARCH_ATTRIBUTE, user_id)])
+
+
+def quote_literal(value: str) -> str:
+    """A visibility-query string literal (user ids are restricted to a quote-free alphabet already;
+    escaping anyway keeps this safe for any caller)."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def owner_clause(user_id: str) -> str:
+    """The visibility-query condition "owned by `user_id`"."""
+    return f"{names.SEARCH_ATTRIBUTE_USER} = {quote_literal(user_id)}"
+
+
+def run_memo(run_input: AgentRunInput, **extra: Any) -> dict[str, Any]:
+    """What a task listing shows of a run (a goal preview, toolkits, model), plus the starter's own
+    keys (`extra`: the gateway's idempotency fingerprint, a fire's `schedule`)."""
+    return {
+        MEMO_GOAL: run_input.goal[:GOAL_PREVIEW_CHARS],
+        MEMO_TOOLKITS: list(run_input.toolkits),
+        MEMO_MODEL: run_input.model,
+        **extra,
+    }
+
+
+def agent_run_input(
+    *,
+    user_id: str,
+    goal: str,
+    toolkits: list[str],
+    model: str | None,
+    max_iterations: int | None,
+    token_budget: int | None,
+    callback_url: str | None,
+    approval: ApprovalPolicy | None,
+    request_id: str | None,
+    **fields: Any,
+) -> AgentRunInput:
+    """The workflow input for a request whose optional limits may be unset (None: the default).
+    `fields`: further `AgentRunInput` fields the caller sets (validated by the model)."""
+    return AgentRunInput(
+        user_id=user_id,
+        goal=goal,
+        toolkits=toolkits,
+        model=model,
+        max_iterations=DEFAULT_MAX_ITERATIONS if max_iterations is None else max_iterations,
+        token_budget=token_budget,
+        callback_url=callback_url,
+        approval=approval,
+        request_id=request_id,
+        **fields,
+    )
