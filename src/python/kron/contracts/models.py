@@ -232,6 +232,8 @@ class AgentRunInput(BaseModel):
     budget_usd: BudgetUsd | None = None
     budget_pause_timeout_seconds: int = Field(default=DEFAULT_BUDGET_PAUSE_SECONDS, ge=1, le=30 * 24 * 3600)
     budget_soft_limit: float = Field(default=DEFAULT_BUDGET_SOFT_LIMIT, gt=0, le=1)
+    # While paused on a monthly budget, the run checks again this often (raised, or a new month).
+    budget_recheck_seconds: int = Field(default=900, ge=1, le=24 * 3600)
     schedule_id: str | None = Field(default=None, max_length=256)  # set for a schedule's fires
     request_id: str | None = None
     # Set only by the workflow itself when it continues as new.

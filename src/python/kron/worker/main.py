@@ -18,6 +18,7 @@ from temporalio.worker import Worker
 
 from kron.agent_core.demo import DemoLLM, DemoTools
 from kron.agent_core.ports import LLM, ToolProvider
+from kron.agent_core.pricing import PriceTable
 from kron.agent_core.settings import AgentSettings
 from kron.agent_core.tool_safety import ToolSafetyPolicy
 from kron.common.logging import configure_logging, get_logger
@@ -25,6 +26,7 @@ from kron.common.ops import Health, serve_ops
 from kron.worker.activities import AgentActivities
 from kron.worker.interceptors import LogContextInterceptor
 from kron.worker.settings import WorkerSettings
+from kron.worker.spend_ledger import SpendLedgerWorkflow
 from kron.worker.workflows import AgentWorkflow
 
 log = get_logger(__name__)
@@ -59,7 +61,7 @@ def build_worker(
     return Worker(
         client,
         task_queue=settings.task_queue,
-        workflows=[AgentWorkflow],
+        workflows=[AgentWorkflow, SpendLedgerWorkflow],
         activities=activities.all(),
         max_concurrent_activities=settings.max_concurrent_activities,
         max_concurrent_workflow_tasks=settings.max_concurrent_workflow_tasks,
@@ -88,6 +90,9 @@ async def run_worker(settings: WorkerSettings, agent: AgentSettings) -> None:
             settings.webhook_secret.get_secret_value().encode() if settings.webhook_secret else None
         ),
         webhook_allow_private_networks=settings.webhook_allow_private_networks,
+        prices=PriceTable.with_overrides(settings.model_prices),
+        user_monthly_budget_usd=settings.user_monthly_budget_usd,
+        user_monthly_budgets_usd=settings.user_monthly_budgets_usd,
     )
     # /livez, /readyz and /metrics from the start: probes see "starting" while Temporal connects.
     health = Health(stall_seconds=settings.liveness_stall_seconds)

@@ -7,7 +7,8 @@ from functools import lru_cache
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from kron.contracts.models import ToolSafety
+from kron.agent_core.pricing import ModelPrice
+from kron.contracts.models import BudgetUsd, ToolSafety
 from kron.contracts.names import AGENT_TASK_QUEUE
 
 
@@ -36,6 +37,15 @@ class WorkerSettings(BaseSettings):
     webhook_allow_private_networks: bool = False
     # Tool safety overrides by tool slug or toolkit, JSON: {"github": "read_only", "X_Y": "unsafe"}.
     tool_safety: dict[str, ToolSafety] = Field(default_factory=dict)
+    # Prices in USD per million tokens by model id, JSON: {"my-model": {"input": 1, "output": 5}}.
+    # They replace or extend the shipped list prices (kron/agent_core/prices.json); a model with no
+    # price has an unknown cost (shown as such, never as 0).
+    model_prices: dict[str, ModelPrice] = Field(default_factory=dict)
+    # Every user's USD budget per calendar month (UTC); unset: none. Reached, runs pause before their
+    # next model call and go on when it is raised (or the month ends).
+    user_monthly_budget_usd: BudgetUsd | None = None
+    # Per-user monthly budgets overriding the default, JSON: {"alice": 50}.
+    user_monthly_budgets_usd: dict[str, BudgetUsd] = Field(default_factory=dict)
     # Use the offline demo model and tools instead of Anthropic and Composio (local stack, demos).
     demo_mode: bool = False
 
