@@ -154,7 +154,7 @@ async def test_the_monthly_ledger_sums_a_users_calls_and_its_budget_pauses_runs(
     stack.llm.responder = replies.scripted_agent(3, "NOTES_APPEND")
     activities = make_activities(stack.llm, stack.composio)
     async with _worker(stack, activities):
-        first = await stack.start_run(user_id=user, toolkits=["notes"], schedule_id="digest")
+        first = await stack.start_run(user_id=user, toolkits=["notes"], schedule_name="digest")
         await first.result()  # 4 calls
         ledger = await _ledger(stack, user)
         assert ledger.model_calls == 4 and ledger.total_usd == pytest.approx(4 * CALL_USD)

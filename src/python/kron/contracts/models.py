@@ -144,6 +144,7 @@ class BudgetKind(StrEnum):
 
     RUN = "run"  # the run's own budget_usd (a schedule's per-fire budget is this too)
     USER_MONTH = "user_month"  # the owner's spend this calendar month (UTC)
+    SCHEDULE_MONTH = "schedule_month"  # the run's schedule's spend this calendar month (UTC)
 
 
 class BudgetPause(BaseModel):
@@ -234,7 +235,9 @@ class AgentRunInput(BaseModel):
     budget_soft_limit: float = Field(default=DEFAULT_BUDGET_SOFT_LIMIT, gt=0, le=1)
     # While paused on a monthly budget, the run checks again this often (raised, or a new month).
     budget_recheck_seconds: int = Field(default=900, ge=1, le=24 * 3600)
-    schedule_id: str | None = Field(default=None, max_length=256)  # set for a schedule's fires
+    schedule_name: str | None = Field(default=None, max_length=256)  # set for a schedule's fires
+    # The schedule's USD budget per calendar month (UTC), over all its fires.
+    schedule_monthly_budget_usd: BudgetUsd | None = None
     request_id: str | None = None
     # Set only by the workflow itself when it continues as new.
     checkpoint: Conversation | None = None

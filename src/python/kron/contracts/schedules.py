@@ -27,7 +27,7 @@ from pydantic import (
     model_validator,
 )
 
-from kron.contracts.models import ApprovalPolicy, RunStatus, Usage
+from kron.contracts.models import ApprovalPolicy, BudgetUsd, RunStatus, Usage
 
 # --- names
 
@@ -259,6 +259,10 @@ class RunTemplate(BaseModel):
     model: str | None = Field(default=None, min_length=1, max_length=256)
     max_iterations: int | None = Field(default=None, ge=1, le=1000)
     token_budget: int | None = Field(default=None, ge=1, le=10**12)
+    budget_usd: BudgetUsd | None = Field(default=None, description="USD each fire may spend.")
+    monthly_budget_usd: BudgetUsd | None = Field(
+        default=None, description="USD all fires together may spend per calendar month (UTC)."
+    )
     callback_url: str | None = Field(default=None, max_length=2048)
     approval: ApprovalPolicy | None = Field(default=None, description="Tool calls that wait for a human.")
     timeout_seconds: int | None = Field(

@@ -32,7 +32,7 @@ class SpendEntry(BaseModel):
 
     model: str  # the price table's id, or the model as called when it has no price
     cost_usd: float | None  # None: the model has no price
-    schedule_id: str | None = None
+    schedule_name: str | None = None
     task_id: str | None = None
 
 
@@ -54,5 +54,5 @@ class MonthlySpend(BaseModel):
             return
         self.total_usd += entry.cost_usd
         self.by_model[entry.model] = self.by_model.get(entry.model, 0.0) + entry.cost_usd
-        if entry.schedule_id is not None:
-            self.by_schedule[entry.schedule_id] = self.by_schedule.get(entry.schedule_id, 0.0) + entry.cost_usd
+        if entry.schedule_name is not None:
+            self.by_schedule[entry.schedule_name] = self.by_schedule.get(entry.schedule_name, 0.0) + entry.cost_usd

@@ -148,6 +148,11 @@ def request_fingerprint(run_input: AgentRunInput) -> str:
     fields = run_input.model_dump(mode="json", include={
         "goal", "toolkits", "model", "max_iterations", "token_budget", "callback_url", "approval",
     })
+    # Fields added later count only when they differ from their default: an earlier run's
+    # fingerprint stays the same, so retrying its dispatch still finds it.
+    fields.update(run_input.model_dump(mode="json", exclude_defaults=True, include={
+        "budget_usd", "budget_pause_timeout_seconds", "unknown_outcome_timeout_seconds",
+    }))
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
 
 
@@ -287,6 +292,7 @@ async def read_task(
         detail.turns, detail.steps, detail.usage = progress.turns, progress.steps, progress.usage
         detail.pending_approval = progress.pending_approval
         detail.pending_unknown = progress.pending_unknown
+        detail.paused, detail.budget_usd = progress.paused, progress.budget_usd
 
     result: AgentRunResult | None = None
     if state is ExecutionState.COMPLETED:

@@ -57,7 +57,8 @@ class SpendContext(BaseModel):
 
     user_id: str
     task_id: str
-    schedule_id: str | None = None
+    schedule_name: str | None = None
+    schedule_monthly_budget_usd: float | None = None
     pause_timeout_seconds: int  # shown in the BudgetPause a reached monthly budget returns
 
 
@@ -196,7 +197,7 @@ class AgentActivities:
                  cost_usd=response.cost_usd, duration_seconds=round(response.duration_seconds, 4))
         if input.spend is not None:
             entry = SpendEntry(model=model_id or model, cost_usd=response.cost_usd,
-                               schedule_id=input.spend.schedule_id, task_id=input.spend.task_id)
+                               schedule_name=input.spend.schedule_name, task_id=input.spend.task_id)
             await self._record_spend(input.spend.user_id, month, entry)
         return response
 
@@ -205,18 +206,29 @@ class AgentActivities:
 
     async def _check_monthly_budget(self, spend: SpendContext, month: str) -> None:
         """Refuse the call (BUDGET_REACHED, not retried: the workflow pauses) when the user's
-        monthly budget is spent. Read from the ledger before the call: a call already in flight
+        or the run's schedule's monthly budget is spent. Read from the ledger before the call: a call already in flight
         elsewhere may still go over by its own cost, as with a run's budget."""
-        limit = self.monthly_budget_of(spend.user_id)
-        if limit is None:
+        user_limit = self.monthly_budget_of(spend.user_id)
+        schedule_limit = spend.schedule_monthly_budget_usd if spend.schedule_name else None
+        if user_limit is None and schedule_limit is None:
             return
-        spent = await self._monthly_spend(spend.user_id, month)
-        if spent is None or spent.total_usd < limit:
+        ledger = await self._monthly_spend(spend.user_id, month)
+        if ledger is None:
             return
-        pause = BudgetPause(budget=BudgetKind.USER_MONTH, spent_usd=spent.total_usd, limit_usd=limit,
+        reached: list[tuple[BudgetKind, float, float]] = []
+        if user_limit is not None:
+            reached.append((BudgetKind.USER_MONTH, ledger.total_usd, user_limit))
+        if schedule_limit is not None and spend.schedule_name is not None:
+            reached.append((BudgetKind.SCHEDULE_MONTH, ledger.by_schedule.get(spend.schedule_name, 0.0),
+                            schedule_limit))
+        over = next(((kind, spent, limit) for kind, spent, limit in reached if spent >= limit), None)
+        if over is None:
+            return
+        kind, spent, limit = over
+        pause = BudgetPause(budget=kind, spent_usd=spent, limit_usd=limit,
                             timeout_seconds=spend.pause_timeout_seconds)
         raise ApplicationError(
-            f"monthly budget of ${limit:.4f} reached (${spent.total_usd:.4f} spent in {month})",
+            f"{kind.value} budget of ${limit:.4f} reached (${spent:.4f} spent in {month})",
             pause.model_dump(mode="json"),
             type=BUDGET_REACHED,
             non_retryable=True,

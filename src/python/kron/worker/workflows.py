@@ -300,7 +300,8 @@ class AgentWorkflow:
         return SpendContext(
             user_id=input.user_id,
             task_id=workflow.info().workflow_id,
-            schedule_id=input.schedule_id,
+            schedule_name=input.schedule_name,
+            schedule_monthly_budget_usd=input.schedule_monthly_budget_usd,
             pause_timeout_seconds=input.budget_pause_timeout_seconds,
         )
 

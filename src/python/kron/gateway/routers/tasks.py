@@ -23,6 +23,7 @@ from kron.contracts.models import (
     AgentRunInput,
     ApprovalDecision,
     ApprovalPolicy,
+    BudgetUpdate,
     CancelRequest,
     RunProgress,
     UnknownOutcomeDecision,
@@ -44,6 +45,8 @@ from kron.gateway.schemas import (
     ResolveRequest,
     TaskDetail,
     TaskPage,
+    TaskPatch,
+    TaskPatched,
 )
 from kron.gateway.settings import GatewaySettings
 from kron.gateway.state import GatewayState
@@ -185,6 +188,9 @@ def _run_input(
         toolkits=toolkits,
         model=body.model,
         token_budget=body.budget,
+        budget_usd=body.budget_usd,
+        budget_pause_timeout_seconds=body.budget_pause_timeout_seconds,
+        unknown_outcome_timeout_seconds=body.unknown_outcome_timeout_seconds,
         callback_url=str(body.callback_url) if body.callback_url else None,
         request_id=request_id,
         **optional,
@@ -301,6 +307,8 @@ async def _task_events(
                 next_step = step.index + 1
         if detail.status != last_status:
             status = {"status": detail.status, "turns": detail.turns, "usage": detail.usage.model_dump()}
+            if detail.paused is not None:  # status paused: which budget, spent vs limit
+                status["paused"] = detail.paused.model_dump(mode="json")
             events.append(_sse("status", json.dumps(status)))
             last_status = detail.status
         closed = runs.execution_state(description.status) is not ExecutionState.RUNNING
@@ -363,6 +371,33 @@ async def cancel_task(task_id: TaskIdPath, user: CurrentUser, state: State, clie
                         rpc_timeout=_rpc_timeout(settings))
     log.info("task cancel requested", task_id=task_id, user_id=user, grace_seconds=grace)
     return CancelAccepted(task_id=task_id, hard_cancel_after_seconds=grace)
+
+
+# --- change a running task
+
+
+@router.patch(
+    "/{task_id}",
+    status_code=202,
+    operation_id="patch_task",
+    response_model=TaskPatched,
+    responses=error_responses(400, 401, 404, 409, 413, 422, 503),
+    summary="Change a running task's USD budget (a higher one resumes a run paused at it)",
+)
+async def patch_task(
+    task_id: TaskIdPath, user: CurrentUser, state: State, client: TemporalClient, body: TaskPatch
+) -> TaskPatched:
+    """Sent to the run as a `set_budget` signal. Lowering the budget to or below what the run has
+    spent is allowed: the run pauses before its next model call (it does not fail), as if it had
+    reached the budget. A finished task is a 409."""
+    settings = state.settings
+    handle, progress = await _live_progress(task_id, user, settings, client)
+    if progress.status.is_terminal:
+        raise ApiError(409, "task_finished", "The task has already finished")
+    await handle.signal(names.SIGNAL_SET_BUDGET, BudgetUpdate(budget_usd=body.budget_usd),
+                        rpc_timeout=_rpc_timeout(settings))
+    log.info("task budget changed", task_id=task_id, user_id=user, budget_usd=body.budget_usd)
+    return TaskPatched(task_id=task_id, budget_usd=body.budget_usd, spent_usd=progress.usage.cost_usd)
 
 
 # --- human decisions (approval, unknown tool outcomes)
