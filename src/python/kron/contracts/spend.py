@@ -8,7 +8,7 @@ lives in its history, like the scheduler's run-history ledger.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from pydantic import BaseModel, Field
 
@@ -18,7 +18,7 @@ MONTH_FORMAT = "%Y-%m"
 def month_of(moment: datetime) -> str:
     """`YYYY-MM` of a datetime in UTC (a naive one is taken as UTC)."""
     if moment.tzinfo is not None:
-        moment = moment.astimezone(timezone.utc)
+        moment = moment.astimezone(UTC)
     return moment.strftime(MONTH_FORMAT)
 
 

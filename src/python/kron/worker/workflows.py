@@ -151,7 +151,7 @@ class AgentWorkflow:
                         input,
                         BudgetPause(budget=BudgetKind.RUN, spent_usd=step.spent_usd, limit_usd=step.limit_usd,
                                     timeout_seconds=input.budget_pause_timeout_seconds),
-                        resumed=lambda: (loop.limits.budget_usd or 0.0) > step.spent_usd,
+                        resumed=_budget_above(loop, step.spent_usd),
                     ):
                         continue
                     result = loop.end_over_budget(step, input.budget_pause_timeout_seconds)
@@ -549,6 +549,11 @@ async def _wait_with_timeout(condition: Callable[[], bool], timeout_seconds: int
     """
     if not condition():
         await workflow.wait_condition(condition, timeout=timedelta(seconds=timeout_seconds))
+
+
+def _budget_above(loop: AgentLoop, spent_usd: float) -> Callable[[], bool]:
+    """Whether the run's budget (raised by set_budget) is now above what it had spent."""
+    return lambda: (loop.limits.budget_usd or 0.0) > spent_usd
 
 
 def _failed_tool_result(call: ToolCall, cause: BaseException) -> ToolResult:
