@@ -530,9 +530,9 @@ class AgentWorkflow:
             workflow_id=workflow.info().workflow_id,
             callback_url=input.callback_url,
             result=result,
+            event=event,
+            paused=paused,
         )
-        if event is not RunEvent.FINISHED:  # the completion's input stays as older histories have it
-            notify = notify.model_copy(update={"event": event, "paused": paused})
         try:
             await workflow.execute_activity_method(
                 AgentActivities.notify_run_finished, notify, **NOTIFY_STEP.as_kwargs()
