@@ -18,6 +18,7 @@ import pytest
 from temporalio.client import WorkflowHandle
 from temporalio.worker import Worker
 
+from kron.agent_core.demo import DEMO_MODEL
 from kron.contracts import names
 from kron.contracts.models import (
     AgentRunResult,
@@ -28,7 +29,7 @@ from kron.contracts.models import (
 )
 from kron.contracts.spend import MonthlySpend, month_of, spend_ledger_id
 from kron.worker.activities import AgentActivities
-from kron.worker.main import build_worker
+from kron.worker.main import build_worker, price_table
 from kron.worker.settings import WorkerSettings
 from kron_testing import fake_anthropic as replies
 
@@ -195,3 +196,23 @@ async def _ledger(stack: Stack, user: str) -> MonthlySpend:
     handle = stack.client.get_workflow_handle(spend_ledger_id(user, month_of(datetime.now(UTC))))
     spend: MonthlySpend = await handle.query(names.QUERY_SPEND, result_type=MonthlySpend)
     return spend
+
+
+def test_prices_and_monthly_budgets_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KRON_MODEL_PRICES", '{"my-proxy-model": {"input": 4, "output": 8}}')
+    monkeypatch.setenv("KRON_USER_MONTHLY_BUDGET_USD", "25")
+    monkeypatch.setenv("KRON_USER_MONTHLY_BUDGETS_USD", '{"alice": 100}')
+    settings = WorkerSettings()
+    assert price_table(settings).cost_usd("my-proxy-model", input_tokens=0, output_tokens=1_000_000) == 8.0
+    assert settings.user_monthly_budget_usd == 25 and settings.user_monthly_budgets_usd == {"alice": 100}
+    monkeypatch.setenv("KRON_USER_MONTHLY_BUDGETS_USD", '{"alice": -1}')
+    with pytest.raises(ValueError):
+        WorkerSettings()
+
+
+def test_the_offline_demo_model_is_free_only_in_demo_mode() -> None:
+    demo = price_table(WorkerSettings(demo_mode=True))
+    assert demo.cost_usd(DEMO_MODEL, input_tokens=1000, output_tokens=1000) == 0.0
+    assert price_table(WorkerSettings()).cost_usd(DEMO_MODEL, input_tokens=1, output_tokens=1) is None
+    overridden = price_table(WorkerSettings.model_validate({"model_prices": {"claude-sonnet-5": {"input": 1, "output": 1}}}))
+    assert overridden.cost_usd("claude-sonnet-5", input_tokens=1_000_000, output_tokens=0) == 1.0

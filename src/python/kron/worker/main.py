@@ -16,9 +16,9 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Worker
 
-from kron.agent_core.demo import DemoLLM, DemoTools
+from kron.agent_core.demo import DEMO_MODEL, DemoLLM, DemoTools
 from kron.agent_core.ports import LLM, ToolProvider
-from kron.agent_core.pricing import PriceTable
+from kron.agent_core.pricing import ModelPrice, PriceTable
 from kron.agent_core.settings import AgentSettings
 from kron.agent_core.tool_safety import ToolSafetyPolicy
 from kron.common.logging import configure_logging, get_logger
@@ -53,6 +53,12 @@ def build_ports(settings: WorkerSettings, agent: AgentSettings) -> tuple[LLM, To
         api_key=agent.composio_api_key.get_secret_value(), base_url=agent.composio_base_url
     )
     return llm, tools
+
+
+def price_table(settings: WorkerSettings) -> PriceTable:
+    """The shipped list prices with the settings' overrides; the offline demo model costs nothing."""
+    free = {DEMO_MODEL: ModelPrice(input=0, output=0)} if settings.demo_mode else {}
+    return PriceTable.with_overrides({**free, **settings.model_prices})
 
 
 def build_worker(
@@ -90,7 +96,7 @@ async def run_worker(settings: WorkerSettings, agent: AgentSettings) -> None:
             settings.webhook_secret.get_secret_value().encode() if settings.webhook_secret else None
         ),
         webhook_allow_private_networks=settings.webhook_allow_private_networks,
-        prices=PriceTable.with_overrides(settings.model_prices),
+        prices=price_table(settings),
         user_monthly_budget_usd=settings.user_monthly_budget_usd,
         user_monthly_budgets_usd=settings.user_monthly_budgets_usd,
     )
