@@ -23,7 +23,6 @@ from typing import Any
 
 import _harness
 from _harness import ANTHROPIC_KEY, COMPOSIO_KEY, table
-
 from kron.agent_core.anthropic_llm import AnthropicLLM
 from kron.agent_core.composio_tools import ComposioToolProvider
 from kron.agent_core.loop import DEFAULT_SYSTEM_PROMPT, AgentLoop, RunLimits

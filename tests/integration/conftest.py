@@ -127,15 +127,17 @@ class Stack:
 
 
 def make_activities(
-    llm: FakeAnthropic, composio: FakeComposio, *, webhook_allow_private_networks: bool = True
+    llm: FakeAnthropic, composio: FakeComposio, *, webhook_allow_private_networks: bool = True, **options: Any
 ) -> AgentActivities:
-    """Webhooks may go to private networks by default here: the tests' receivers are on loopback."""
+    """Webhooks may go to private networks by default here: the tests' receivers are on loopback.
+    `options`: more AgentActivities keyword arguments (prices, monthly budgets)."""
     return AgentActivities(
         AnthropicLLM(api_key=ANTHROPIC_KEY, base_url=llm.base_url, max_retries=0),
         ComposioToolProvider(api_key=COMPOSIO_KEY, base_url=composio.base_url),
         default_model="claude-sonnet-5",
         webhook_secret=WEBHOOK_SECRET.encode(),
         webhook_allow_private_networks=webhook_allow_private_networks,
+        **options,
     )
 
 

@@ -6,11 +6,13 @@ To add a history after an intentional, versioned change (`workflow.patched`):
 Committed: agent_run_parallel_tools (before tool safety), agent_run_tool_safety (after),
 agent_run_cache_ttl_after_wait (recorded by prompt_cache_test.py: a 1h cache after a 10-minute wait), and
 agent_run_hard_cancel (the grace timer of a cancel, then the run cancelling itself; `-k
-record_hard_cancel` records it again).
+record_hard_cancel` records it again), agent_run_budget_pause (a run paused at its USD budget, the
+budget raised by a signal, the run resumed to completion; `-k record_budget_pause`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from pathlib import Path
@@ -21,7 +23,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
 from kron.contracts import names
-from kron.contracts.models import CancelRequest
+from kron.contracts.models import BudgetUpdate, CancelRequest, RunProgress, RunStatus
 from kron.worker.workflows import AgentWorkflow
 from kron_testing import fake_anthropic as replies
 
@@ -69,3 +71,21 @@ async def test_record_hard_cancel_history(running_stack: Stack) -> None:
         await handle.result()
     history = await handle.fetch_history()
     (HISTORIES / "agent_run_hard_cancel.json").write_text(history.to_json())
+
+
+@pytest.mark.skipif(not os.environ.get("KRON_RECORD_HISTORY"), reason="records a new history")
+async def test_record_budget_pause_history(running_stack: Stack) -> None:
+    toolkit = running_stack.add_step_tool()
+    running_stack.llm.responder = replies.scripted_agent(3, "NOTES_APPEND")
+    # $0.0004 a call (claude-sonnet-5, 100 in / 20 out): paused after the second call.
+    handle = await running_stack.start_run(toolkits=[toolkit], budget_usd=0.0007)
+    for _ in range(200):
+        progress = await handle.query(names.QUERY_PROGRESS, result_type=RunProgress)
+        if progress.status is RunStatus.PAUSED:
+            break
+        await asyncio.sleep(0.1)
+    assert progress.status is RunStatus.PAUSED
+    await handle.signal(names.SIGNAL_SET_BUDGET, BudgetUpdate(budget_usd=0.01))
+    assert (await handle.result()).status is RunStatus.COMPLETED
+    history = await handle.fetch_history()
+    (HISTORIES / "agent_run_budget_pause.json").write_text(history.to_json())

@@ -295,6 +295,10 @@ def test_figures_match_the_workload(observed: Observed) -> None:
     assert p.value('sum(kron_tool_calls_total{outcome="error"})') == 1  # the missing repo
     assert p.value('sum(kron_webhooks_total{outcome="ok"})') == len(observed.webhooks) == 1
     assert p.value('sum(kron_model_tokens_total{direction="input"})') >= 5 * (300 + 500)
+    # Priced by the worker at claude-sonnet-5's list price ($2 in, $10 out per MTok), by model.
+    assert p.value('sum(kron_model_cost_usd_total{model="claude-sonnet-5"})') >= 5 * (
+        (300 + 500) * 2 + (40 + 60) * 10
+    ) / 1e6
     assert p.value('sum(kron_gateway_requests_total{status_class="4xx"})') >= 2
     assert p.value('sum(kron_dispatches_total{outcome="started"})') == 7
     assert p.value('sum(kron_schedule_skips_total)') == 1

@@ -9,9 +9,10 @@ outcome of each step back with `record_model_response` / `record_tool_results`.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
+from kron.agent_core.pricing import add_costs
 from kron.agent_core.types import ModelRequest, ModelResponse, ToolCall, ToolResult
 from kron.contracts.models import (
     AgentRunResult,
@@ -38,6 +39,13 @@ MAX_REQUEST_BYTES = 1_500_000
 ELIDE_TO_FRACTION = 0.75
 _ELIDED = "[earlier tool result removed to keep the conversation within its size limit: {} characters]"
 
+# Added once to the newest user message when a run has spent its soft share of its USD budget. On
+# the newest user message, not in the system prompt: the cached prompt prefix stays as it was.
+BUDGET_NOTE = (
+    "[kron: this run has used {spent} of its {limit} budget. Wrap up now: finish with the most useful "
+    "result you can in as few further steps as possible.]"
+)
+
 
 @dataclass(frozen=True)
 class RunLimits:
@@ -48,6 +56,8 @@ class RunLimits:
     max_continuations: int = 2  # how often a max_tokens cut-off is continued before finishing
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
     max_request_bytes: int = MAX_REQUEST_BYTES  # the JSON of one model request
+    budget_usd: float | None = None  # USD per run: reached, the run pauses (BudgetReached)
+    budget_soft_limit: float = 0.8  # share of budget_usd after which the model is told to wrap up
 
 
 @dataclass(frozen=True)
@@ -65,7 +75,16 @@ class Finish:
     result: AgentRunResult
 
 
-Step = CallModel | RunTools | Finish
+@dataclass(frozen=True)
+class BudgetReached:
+    """The run has spent its USD budget: it must not call the model again until the budget is
+    raised (`set_budget_usd`). What to do meanwhile (pause, give up) is the driver's call."""
+
+    spent_usd: float
+    limit_usd: float
+
+
+Step = CallModel | RunTools | Finish | BudgetReached
 
 
 class AgentLoop:
@@ -120,6 +139,9 @@ class AgentLoop:
                 code="budget_exceeded",
                 message=f"token budget of {budget} used up ({self.state.usage.total_tokens} tokens)",
             ))
+        money = self._budget_check()
+        if money is not None:
+            return money
         if self.state.turns >= self.limits.max_iterations:
             return self._stop(RunStatus.MAX_ITERATIONS, RunError(
                 code="max_iterations",
@@ -137,6 +159,8 @@ class AgentLoop:
                     f"{self.limits.max_request_bytes}-byte limit, even without earlier tool results",
                 ))
             request = self.model_request()
+        if self._add_budget_note():
+            request = self.model_request()
         return CallModel(request)
 
     def model_request(self) -> ModelRequest:
@@ -153,6 +177,10 @@ class AgentLoop:
         self.state.tools = tools
         self.state.tools_loaded = True
 
+    def set_budget_usd(self, budget_usd: float | None) -> None:
+        """A new USD budget (a raised one resumes a run that reached the old one)."""
+        self.limits = replace(self.limits, budget_usd=budget_usd)
+
     def request_cancel(self) -> None:
         """Graceful cancel: the run stops before its next step."""
         self._cancel_requested = True
@@ -165,6 +193,7 @@ class AgentLoop:
         state.usage.output_tokens += response.output_tokens
         state.usage.cache_read_input_tokens += response.cache_read_input_tokens
         state.usage.cache_creation_input_tokens += response.cache_creation_input_tokens
+        state.usage.cost_usd = add_costs(state.usage.cost_usd, response.cost_usd)
         self._record_step(StepKind.MODEL, response.model or self.limits.model, True, None,
                           response.duration_seconds, response=response)
 
@@ -245,11 +274,50 @@ class AgentLoop:
         self._record_step(StepKind.MODEL, self.limits.model, False, error.message, 0.0)
         return self.fail(error)
 
+    def end_over_budget(self, reached: BudgetReached, waited_seconds: int | None = None) -> AgentRunResult:
+        """End a run that reached its USD budget (no higher one came, or none can come)."""
+        waited = f"; no higher budget within {waited_seconds} s" if waited_seconds is not None else ""
+        return self._stop(RunStatus.BUDGET_EXCEEDED, RunError(
+            code="budget_exceeded",
+            message=f"USD budget of ${reached.limit_usd:.4f} reached (${reached.spent_usd:.4f} spent){waited}",
+        )).result
+
     def fail(self, error: RunError) -> AgentRunResult:
         """End the run as failed for a reason that is not a step of its own (e.g. an abort)."""
         return self._stop(RunStatus.FAILED, error).result
 
     # ---- internals ---------------------------------------------------------------------------
+    def _budget_check(self) -> Finish | BudgetReached | None:
+        """The USD budget before a model call: reached, or impossible to keep (unknown cost)."""
+        budget, spent = self.limits.budget_usd, self.state.usage.cost_usd
+        if budget is None:
+            return None
+        if spent is None:
+            # Counting an unknown cost as 0 could overspend without limit: stop instead.
+            return self._stop(RunStatus.FAILED, RunError(
+                code="cost_unknown",
+                message="this run's budget_usd cannot be kept: the worker has no price for its "
+                "model, so the cost of its calls is unknown",
+            ))
+        if spent >= budget:
+            return BudgetReached(spent_usd=spent, limit_usd=budget)
+        return None
+
+    def _add_budget_note(self) -> bool:
+        """Past the soft limit, tell the model once (in the newest user message) to wrap up."""
+        budget, spent, state = self.limits.budget_usd, self.state.usage.cost_usd, self.state
+        if budget is None or spent is None or state.budget_note_sent or spent < budget * self.limits.budget_soft_limit:
+            return False
+        newest = state.messages[-1] if state.messages else None
+        if newest is None or newest.get("role") != "user":
+            return False
+        content = newest.get("content")
+        blocks = [{"type": "text", "text": content}] if isinstance(content, str) else list(content or [])
+        blocks.append({"type": "text", "text": BUDGET_NOTE.format(spent=f"${spent:.4f}", limit=f"${budget:.4f}")})
+        newest["content"] = blocks
+        state.budget_note_sent = True
+        return True
+
     def _elide_old_tool_results(self, size: int) -> int:
         """Shorten tool results, oldest first and never the newest message's, until the request is
         at most ELIDE_TO_FRACTION of the limit (so this does not happen again every turn). The model
@@ -301,25 +369,22 @@ class AgentLoop:
         outcome_unknown: bool = False,
         response: ModelResponse | None = None,
     ) -> None:
-        tokens = {} if response is None else {
-            "input_tokens": response.input_tokens,
-            "output_tokens": response.output_tokens,
-            "cache_read_input_tokens": response.cache_read_input_tokens,
-            "cache_creation_input_tokens": response.cache_creation_input_tokens,
-        }
-        self.state.steps.append(
-            StepRecord(
-                index=len(self.state.steps),
-                kind=kind,
-                turn=self.state.turns,
-                name=name,
-                ok=ok,
-                error=error,
-                duration_seconds=round(duration, 6),
-                outcome_unknown=outcome_unknown,
-                **tokens,
-            )
+        step = StepRecord(
+            index=len(self.state.steps),
+            kind=kind,
+            turn=self.state.turns,
+            name=name,
+            ok=ok,
+            error=error,
+            duration_seconds=round(duration, 6),
+            outcome_unknown=outcome_unknown,
         )
+        if response is not None:  # a model call: its own tokens and cost
+            step.input_tokens, step.output_tokens = response.input_tokens, response.output_tokens
+            step.cache_read_input_tokens = response.cache_read_input_tokens
+            step.cache_creation_input_tokens = response.cache_creation_input_tokens
+            step.cost_usd = response.cost_usd
+        self.state.steps.append(step)
 
 
 def _tool_calls_awaiting_results(messages: list[dict[str, Any]]) -> list[ToolCall]:

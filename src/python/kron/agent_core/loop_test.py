@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -7,6 +8,7 @@ import pytest
 from kron.agent_core.loop import (
     CONTINUE_PROMPT,
     AgentLoop,
+    BudgetReached,
     CallModel,
     Finish,
     RunLimits,
@@ -243,3 +245,134 @@ def test_cache_tokens_add_up_per_run_and_show_per_model_step() -> None:
             first.cache_creation_input_tokens) == (3, 7, 0, 1200)
     assert (second.cache_read_input_tokens, second.cache_creation_input_tokens) == (1200, 150)
     assert (tool.input_tokens, tool.cache_read_input_tokens) == (0, 0)
+
+
+# ---- USD cost and budget --------------------------------------------------------------------
+
+
+def priced(stop: str, *blocks: dict[str, Any], cost: float | None) -> ModelResponse:
+    return reply(stop, *blocks).model_copy(update={"cost_usd": cost})
+
+
+def test_cost_adds_up_per_call_and_per_run() -> None:
+    loop = new_loop()
+    loop.next_step()
+    loop.record_model_response(priced("tool_use", tool_use("t1"), cost=0.25))
+    loop.record_tool_results([ToolResult(tool_use_id="t1", content="ok")])
+    loop.next_step()
+    loop.record_model_response(priced("end_turn", text("done"), cost=0.5))
+    assert loop.state.usage.cost_usd == 0.75
+    assert [s.cost_usd for s in loop.state.steps] == [0.25, None, 0.5]
+    assert loop.finished is not None and loop.finished.usage.cost_usd == 0.75
+
+
+def test_an_unknown_cost_makes_the_run_cost_unknown_not_zero() -> None:
+    loop = new_loop()
+    loop.next_step()
+    loop.record_model_response(priced("tool_use", tool_use("t1"), cost=0.25))
+    loop.record_tool_results([ToolResult(tool_use_id="t1", content="ok")])
+    loop.next_step()
+    loop.record_model_response(priced("end_turn", text("done"), cost=None))
+    assert loop.state.usage.cost_usd is None
+    assert loop.state.steps[-1].cost_usd is None
+
+
+def _spend(loop: AgentLoop, cost: float, call_id: str) -> None:
+    step = loop.next_step()
+    assert isinstance(step, CallModel), step
+    loop.record_model_response(priced("tool_use", tool_use(call_id), cost=cost))
+    loop.record_tool_results([ToolResult(tool_use_id=call_id, content="ok")])
+
+
+def test_reaching_the_budget_asks_for_a_pause_before_the_next_call() -> None:
+    loop = new_loop(budget_usd=1.0)
+    _spend(loop, 0.6, "t1")
+    _spend(loop, 0.5, "t2")  # 1.1 >= 1.0: the call in flight was allowed, the next one is not
+    step = loop.next_step()
+    assert step == BudgetReached(spent_usd=1.1, limit_usd=1.0)
+    assert loop.finished is None  # not failed: the driver decides
+    assert loop.next_step() == step  # still reached until the budget is raised
+
+
+def test_a_raised_budget_lets_the_run_go_on() -> None:
+    loop = new_loop(budget_usd=1.0)
+    _spend(loop, 1.0, "t1")
+    assert isinstance(loop.next_step(), BudgetReached)
+    loop.set_budget_usd(2.0)
+    assert isinstance(loop.next_step(), CallModel)
+
+
+def test_over_budget_ends_as_budget_exceeded_with_a_partial_result() -> None:
+    loop = new_loop(budget_usd=0.5)
+    _spend(loop, 0.7, "t1")
+    reached = loop.next_step()
+    assert isinstance(reached, BudgetReached)
+    result = loop.end_over_budget(reached, waited_seconds=60)
+    assert result.status is RunStatus.BUDGET_EXCEEDED
+    assert result.error is not None and result.error.code == "budget_exceeded"
+    assert "no higher budget within 60 s" in result.error.message
+    assert result.usage.cost_usd == 0.7
+
+
+def test_an_unknown_cost_cannot_keep_a_budget() -> None:
+    loop = new_loop(budget_usd=1.0)
+    _spend(loop, 0.1, "t1")
+    step = loop.next_step()
+    assert isinstance(step, CallModel)
+    loop.record_model_response(priced("tool_use", tool_use("t2"), cost=None))
+    loop.record_tool_results([ToolResult(tool_use_id="t2", content="ok")])
+    step = loop.next_step()
+    assert isinstance(step, Finish)
+    assert step.result.status is RunStatus.FAILED
+    assert step.result.error is not None and step.result.error.code == "cost_unknown"
+
+
+def test_without_a_budget_there_is_no_money_check() -> None:
+    loop = new_loop()
+    _spend(loop, 1_000.0, "t1")
+    assert isinstance(loop.next_step(), CallModel)
+
+
+def test_the_soft_limit_tells_the_model_once_on_the_newest_user_message() -> None:
+    loop = new_loop(budget_usd=1.0, budget_soft_limit=0.8)
+    _spend(loop, 0.5, "t1")
+    step = loop.next_step()
+    assert isinstance(step, CallModel)
+    assert all("Wrap up" not in json.dumps(m) for m in step.request.messages)
+    loop.record_model_response(priced("tool_use", tool_use("t2"), cost=0.35))  # 0.85: past 80 %
+    loop.record_tool_results([ToolResult(tool_use_id="t2", content="ok")])
+    step = loop.next_step()
+    assert isinstance(step, CallModel)
+    newest = step.request.messages[-1]
+    assert newest["role"] == "user"
+    assert newest["content"][0]["type"] == "tool_result"  # the tool result stays first
+    assert "Wrap up" in newest["content"][-1]["text"] and "$0.8500" in newest["content"][-1]["text"]
+    # Earlier messages are untouched (the cached prefix holds), and the note is not repeated.
+    assert sum("Wrap up" in json.dumps(m) for m in step.request.messages) == 1
+    loop.record_model_response(priced("tool_use", tool_use("t3"), cost=0.01))
+    loop.record_tool_results([ToolResult(tool_use_id="t3", content="ok")])
+    step = loop.next_step()
+    assert isinstance(step, CallModel)
+    assert sum("Wrap up" in json.dumps(m) for m in step.request.messages) == 1
+
+
+def test_the_soft_limit_note_turns_a_plain_goal_into_blocks() -> None:
+    loop = AgentLoop(RunLimits(model="m", budget_usd=1.0), "goal",
+                     state=None)
+    loop.state.usage.cost_usd = 0.9
+    step = loop.next_step()
+    assert isinstance(step, CallModel)
+    assert step.request.messages[0]["content"][0] == {"type": "text", "text": "goal"}
+    assert "Wrap up" in step.request.messages[0]["content"][1]["text"]
+
+
+def test_a_token_budget_counts_cached_input_too() -> None:
+    loop = AgentLoop(RunLimits(model="m", token_budget=1000), "goal")
+    loop.next_step()
+    loop.record_model_response(ModelResponse(
+        content=[tool_use("t1")], stop_reason="tool_use", input_tokens=10, output_tokens=10,
+        cache_read_input_tokens=600, cache_creation_input_tokens=400,
+    ))
+    loop.record_tool_results([ToolResult(tool_use_id="t1", content="ok")])
+    step = loop.next_step()
+    assert isinstance(step, Finish) and step.result.status == RunStatus.BUDGET_EXCEEDED

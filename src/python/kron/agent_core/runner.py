@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import TextIO
 
 from kron.agent_core.demo import DEMO_MODEL, DEMO_TOOLKIT, DemoLLM, DemoTools
-from kron.agent_core.loop import AgentLoop, CallModel, Finish, RunLimits, RunTools
+from kron.agent_core.loop import AgentLoop, BudgetReached, CallModel, Finish, RunLimits, RunTools
 from kron.agent_core.ports import LLM, ToolProvider
 from kron.agent_core.settings import AgentSettings
 from kron.agent_core.types import ModelCallError, ToolCall, ToolResult
@@ -49,6 +49,8 @@ async def run_agent(
         step = loop.next_step()
         if isinstance(step, Finish):
             return step.result
+        if isinstance(step, BudgetReached):
+            return loop.end_over_budget(step)  # in-process runs have no one to raise it
         if isinstance(step, CallModel):
             try:
                 response = await llm.complete(step.request)

@@ -105,6 +105,7 @@ def cmd_run(ctx: Context) -> int:
     body: dict[str, Any] = {"goal": a.goal, "toolkits": a.toolkit or []}
     optional = {
         "model": a.model, "max_iterations": a.max_iterations, "budget": a.budget, "callback_url": a.callback_url,
+        "budget_usd": a.budget_usd,
     }
     body.update({k: v for k, v in optional.items() if v is not None})
     if a.approval_required:
@@ -149,6 +150,8 @@ def follow(ctx: Context, task_id: str) -> int:
                         detail = ctx.api.call("GET", f"/tasks/{task_id}")
                         for line in render.waiting_lines(detail):
                             progress(line)
+                    if status == "paused" and isinstance(data.get("paused"), dict):
+                        progress("  " + render.paused_line(task_id, data["paused"]))
             elif event.event == "end":
                 return _show_result(ctx, data)
     except KeyboardInterrupt:
@@ -195,6 +198,22 @@ def cmd_cancel(ctx: Context) -> int:
     accepted = ctx.api.call("DELETE", f"/tasks/{ctx.args.task_id}")
     return ctx.show(accepted, lambda a: f"cancelling {a['task_id']}: it stops after its current step "
                                         f"(for good after {a.get('hard_cancel_after_seconds', 0):g} s)")
+
+
+def cmd_budget(ctx: Context) -> int:
+    patched = ctx.api.call("PATCH", f"/tasks/{ctx.args.task_id}", json={"budget_usd": ctx.args.usd})
+    if ctx.json:
+        ctx.print(render.as_json(patched))
+    else:
+        ctx.print(f"budget of {patched['task_id']} set to {render.usd(patched['budget_usd'])} "
+                  f"(spent so far: {render.cost_text(patched.get('spent_usd'))})")
+    return EXIT_OK
+
+
+def cmd_usage(ctx: Context) -> int:
+    report = ctx.api.call("GET", "/usage", params={"month": ctx.args.month})
+    ctx.print(render.as_json(report) if ctx.json else render.usage_report(report))
+    return EXIT_OK
 
 
 def _decide(ctx: Context, verb: str) -> int:
@@ -387,6 +406,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--model", help="a Claude model name (default: the worker's)")
     run.add_argument("--max-iterations", type=int, metavar="N")
     run.add_argument("--budget", type=int, metavar="TOKENS", help="token budget")
+    run.add_argument("--budget-usd", type=float, metavar="USD",
+                     help="USD the run may spend; reached, it pauses until `kron budget` raises it")
     run.add_argument("--approval-required", action="append", metavar="TOOLKIT_OR_TOOL",
                      help="tool calls that wait for `kron approve/deny` (repeatable)")
     run.add_argument("--approval-timeout", type=int, metavar="SECONDS")
@@ -409,6 +430,12 @@ def build_parser() -> argparse.ArgumentParser:
         sub = command(name, handler, text)
         sub.add_argument("task_id", metavar="ID")
         sub.add_argument("--reason", help="told to the model")
+    budget = command("budget", cmd_budget, "set a running task's USD budget (a higher one resumes it)")
+    budget.add_argument("task_id", metavar="ID")
+    budget.add_argument("usd", type=float, metavar="USD")
+    usage = command("usage", cmd_usage, "your spend on model calls this month: total, by model, by schedule")
+    usage.add_argument("--month", metavar="YYYY-MM", help="another month (UTC)")
+
     resolve = command("resolve", cmd_resolve, "decide about tool calls whose outcome is unknown after a crash")
     resolve.add_argument("task_id", metavar="ID")
     resolve.add_argument("action", choices=RESOLVE_ACTIONS)

@@ -348,3 +348,46 @@ def test_a_run_waiting_for_approval_says_how_to_decide(tmp_path: Path) -> None:
     code, out, _ = kron(tmp_path, gateway, "follow", "run-1")
     assert code == 1
     assert "waiting   for approval of: GITHUB_CREATE_ISSUE  (kron approve run-1 | kron deny run-1)" in out
+
+
+def test_a_paused_run_says_which_budget_and_how_to_raise_it(tmp_path: Path) -> None:
+    paused = {"reason": "budget_reached", "budget": "run", "spent_usd": 0.0012, "limit_usd": 0.001,
+              "timeout_seconds": 604800}
+    usage = {"input_tokens": 300, "output_tokens": 60, "model_calls": 3, "tool_calls": 2, "cost_usd": 0.0012}
+    stream = _sse(("status", {"status": "paused", "turns": 3, "usage": usage, "paused": paused}, None),
+                  ("end", {"task_id": "run-1", "status": "completed", "turns": 4,
+                           "usage": {**usage, "cost_usd": None}}, None))
+    gateway = Gateway({("GET", "/tasks/run-1/events"): httpx.Response(200, text=stream)})
+    code, out, _ = kron(tmp_path, gateway, "follow", "run-1")
+    assert code == 0
+    assert "paused    run budget reached: $0.0012 spent of $0.0010  (kron budget run-1 USD;" in out
+    assert out.splitlines()[-1].endswith("cost unknown (a model without a price)")  # never "$0"
+
+
+def test_task_shows_cost_and_the_pause(tmp_path: Path) -> None:
+    paused = {"budget": "user_month", "spent_usd": 5, "limit_usd": 5, "timeout_seconds": 60}
+    gateway = Gateway({("GET", "/tasks/run-1"): {
+        "task_id": "run-1", "status": "paused", "usage": {"model_calls": 2, "cost_usd": 0.25}, "paused": paused,
+    }})
+    code, out, _ = kron(tmp_path, gateway, "task", "run-1")
+    assert code == 0
+    assert "2 model calls · 0 tool calls · $0.2500" in out
+    assert "paused    user_month budget reached: $5.0000 spent of $5.0000" in out
+
+
+def test_budget_and_usage_commands(tmp_path: Path) -> None:
+    gateway = Gateway({
+        ("PATCH", "/tasks/run-1"): httpx.Response(202, json={"task_id": "run-1", "budget_usd": 2.5, "spent_usd": 1.0}),
+        ("GET", "/usage"): {"month": "2026-08", "total_usd": 1.5, "model_calls": 7, "unpriced_calls": 1,
+                            "by_model": {"claude-sonnet-5": 1.5}, "by_schedule": {"digest": 0.5}},
+    })
+    code, out, _ = kron(tmp_path, gateway, "budget", "run-1", "2.5")
+    assert code == 0 and out == "budget of run-1 set to $2.5000 (spent so far: $1.0000)\n"
+    assert json.loads(gateway.requests[-1].content) == {"budget_usd": 2.5}
+    code, out, _ = kron(tmp_path, gateway, "usage", "--month", "2026-08")
+    assert code == 0 and gateway.requests[-1].url.params["month"] == "2026-08"
+    assert "spent     $1.5000 on 7 model calls" in out
+    assert "unpriced  1 calls" in out
+    assert "claude-sonnet-5" in out and "digest" in out
+    code, _, _ = kron(tmp_path, gateway, "run", "g", "--budget-usd", "0.5")
+    assert json.loads(gateway.requests[-1].content)["budget_usd"] == 0.5

@@ -50,7 +50,35 @@ def _tokens(counts: Mapping[str, Any]) -> str:
 def usage_line(usage: Mapping[str, Any] | None) -> str:
     usage = usage or {}
     return (f"{_tokens(usage)} · {usage.get('model_calls', 0)} model calls"
-            f" · {usage.get('tool_calls', 0)} tool calls")
+            f" · {usage.get('tool_calls', 0)} tool calls · {cost_text(usage.get('cost_usd', 0.0))}")
+
+
+def usd(amount: Any) -> str:
+    return f"${float(amount):.4f}"
+
+
+def cost_text(cost_usd: Any) -> str:
+    """A run's cost; None means some call had no price (never shown as $0)."""
+    return "cost unknown (a model without a price)" if cost_usd is None else usd(cost_usd)
+
+
+def paused_line(task_id: Any, paused: Mapping[str, Any]) -> str:
+    return (f"paused    {paused.get('budget')} budget reached: {usd(paused.get('spent_usd', 0))} spent of "
+            f"{usd(paused.get('limit_usd', 0))}  (kron budget {task_id} USD; ends as budget_exceeded "
+            f"after {paused.get('timeout_seconds')} s)")
+
+
+def usage_report(report: Mapping[str, Any]) -> str:
+    lines = [f"month     {report.get('month')}",
+             f"spent     {usd(report.get('total_usd', 0))} on {report.get('model_calls', 0)} model calls"]
+    if report.get("unpriced_calls"):
+        lines.append(f"unpriced  {report['unpriced_calls']} calls of models without a price (not in the total)")
+    for title, key in (("by model", "by_model"), ("by schedule", "by_schedule")):
+        spend = report.get(key) or {}
+        if spend:
+            lines.append(title)
+            lines += [f"  {name:<32} {usd(amount)}" for name, amount in sorted(spend.items())]
+    return "\n".join(lines)
 
 
 def when(value: Any) -> str:
@@ -127,6 +155,8 @@ def task_detail(task: Mapping[str, Any], ok_mark: str = "✓", fail_mark: str = 
 def waiting_lines(task: Mapping[str, Any]) -> list[str]:
     task_id = task.get("task_id")
     lines: list[str] = []
+    if task.get("paused"):
+        lines.append(paused_line(task_id, task["paused"]))
     pending = task.get("pending_approval")
     if pending:
         calls = ", ".join(str(c.get("name")) for c in pending.get("calls") or [])

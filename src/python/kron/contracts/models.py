@@ -6,9 +6,9 @@ All models are pydantic v2 and travel through Temporal with the pydantic data co
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any, Literal, TypeAlias
+from typing import Annotated, Any, Literal, TypeAlias
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, Strict
 
 # How long a prompt-cache entry lives after the request that wrote or last read it started.
 CacheTTL: TypeAlias = Literal["5m", "1h"]
@@ -22,6 +22,7 @@ class RunStatus(StrEnum):
     QUEUED = "queued"
     RUNNING = "running"
     WAITING = "waiting"
+    PAUSED = "paused"  # a USD budget is reached: waits for a higher one (or ends budget_exceeded)
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
@@ -30,7 +31,19 @@ class RunStatus(StrEnum):
 
     @property
     def is_terminal(self) -> bool:
-        return self not in (RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.WAITING)
+        return self not in (RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.WAITING, RunStatus.PAUSED)
+
+
+# The most a USD budget may be: beyond it a budget is a typo, not a limit.
+MAX_BUDGET_USD = 1_000_000.0
+# A positive, finite, sane amount of USD (NaN, inf, 0 and negatives are refused).
+BudgetUsd = Annotated[float, Field(gt=0, le=MAX_BUDGET_USD, allow_inf_nan=False)]
+# The same in API bodies, where "10" or true is a mistake to refuse, not a number to guess.
+StrictBudgetUsd = Annotated[BudgetUsd, Strict()]
+# A paused run ends as budget_exceeded when no higher budget comes within this.
+DEFAULT_BUDGET_PAUSE_SECONDS = 7 * 24 * 3600
+# At this fraction of a run's USD budget the model is told, in its next request, to wrap up.
+DEFAULT_BUDGET_SOFT_LIMIT = 0.8
 
 
 class StepKind(StrEnum):
@@ -52,7 +65,10 @@ class Usage(BaseModel):
 
     @property
     def total_tokens(self) -> int:
-        return self.input_tokens + self.output_tokens
+        """Every token the model processed (what a token budget counts): cached input included, so
+        turning prompt caching on does not quietly loosen a run's token budget."""
+        return (self.input_tokens + self.cache_creation_input_tokens + self.cache_read_input_tokens
+                + self.output_tokens)
 
 
 class ToolSafety(StrEnum):
@@ -73,6 +89,8 @@ class StepRecord(BaseModel):
     ok: bool
     error: str | None = None
     duration_seconds: float = 0.0
+    # USD of a model step by the worker's price table; None: unknown (or a tool step).
+    cost_usd: float | None = None
     # An unsafe tool call that was in flight when its worker died: it may or may not have acted.
     outcome_unknown: bool = False
     # A model step's tokens (0 for tool steps): uncached input, output, and input read from and
@@ -102,6 +120,7 @@ class Conversation(BaseModel):
     continuations: int = 0
     steps: list[StepRecord] = Field(default_factory=list)
     tool_safety: dict[str, ToolSafety] = Field(default_factory=dict)  # as classified by the worker
+    budget_note_sent: bool = False  # the model was told once that the USD budget is nearly spent
 
 
 class ApprovalPolicy(BaseModel):
@@ -134,6 +153,32 @@ class PendingApproval(BaseModel):
     turn: int
     calls: list[PendingToolCall]
     timeout_seconds: int
+
+
+class BudgetKind(StrEnum):
+    """Which USD budget a paused run reached."""
+
+    RUN = "run"  # the run's own budget_usd (a schedule's per-fire budget is this too)
+    USER_MONTH = "user_month"  # the owner's spend this calendar month (UTC)
+    SCHEDULE_MONTH = "schedule_month"  # the run's schedule's spend this calendar month (UTC)
+
+
+class BudgetPause(BaseModel):
+    """Why a run is paused (status `paused`): a budget is spent. Raising it resumes the run."""
+
+    reason: str = "budget_reached"
+    budget: BudgetKind
+    spent_usd: float
+    limit_usd: float
+    timeout_seconds: int  # then the run ends as budget_exceeded
+
+
+class BudgetUpdate(BaseModel):
+    """Payload of the `set_budget` signal: the run's new USD budget."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    budget_usd: BudgetUsd
 
 
 class CancelRequest(BaseModel):
@@ -203,6 +248,15 @@ class AgentRunInput(BaseModel):
     cache_ttl: CacheTTL | None = None
     # An unsafe tool call whose outcome is unknown waits this long for retry/skip/abort, then skips.
     unknown_outcome_timeout_seconds: int = Field(default=3600, ge=1, le=7 * 24 * 3600)
+    # USD the run may spend on model calls; reached, it pauses before its next call.
+    budget_usd: BudgetUsd | None = None
+    budget_pause_timeout_seconds: int = Field(default=DEFAULT_BUDGET_PAUSE_SECONDS, ge=1, le=30 * 24 * 3600)
+    budget_soft_limit: float = Field(default=DEFAULT_BUDGET_SOFT_LIMIT, gt=0, le=1)
+    # While paused on a monthly budget, the run checks again this often (raised, or a new month).
+    budget_recheck_seconds: int = Field(default=900, ge=1, le=24 * 3600)
+    schedule_name: str | None = Field(default=None, max_length=256)  # set for a schedule's fires
+    # The schedule's USD budget per calendar month (UTC), over all its fires.
+    schedule_monthly_budget_usd: BudgetUsd | None = None
     request_id: str | None = None
     # Set only by the workflow itself when it continues as new.
     checkpoint: Conversation | None = None
@@ -228,3 +282,5 @@ class RunProgress(BaseModel):
     usage: Usage
     pending_approval: PendingApproval | None = None
     pending_unknown: list[PendingUnknownOutcome] = Field(default_factory=list)
+    paused: BudgetPause | None = None  # while status is paused
+    budget_usd: float | None = None  # the run's USD budget now (it may have been raised)

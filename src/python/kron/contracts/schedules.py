@@ -29,7 +29,7 @@ from pydantic import (
     model_validator,
 )
 
-from kron.contracts.models import ApprovalPolicy, RunStatus, Usage
+from kron.contracts.models import ApprovalPolicy, RunStatus, StrictBudgetUsd, Usage
 
 # --- names
 
@@ -276,6 +276,10 @@ class RunTemplate(BaseModel):
     model: str | None = Field(default=None, min_length=1, max_length=256)
     max_iterations: StrictInt | None = Field(default=None, ge=1, le=1000)
     token_budget: StrictInt | None = Field(default=None, ge=1, le=10**12)
+    budget_usd: StrictBudgetUsd | None = Field(default=None, description="USD each fire may spend.")
+    monthly_budget_usd: StrictBudgetUsd | None = Field(
+        default=None, description="USD all fires together may spend per calendar month (UTC)."
+    )
     callback_url: str | None = Field(default=None, max_length=2048)
     approval: ApprovalPolicy | None = Field(default=None, description="Tool calls that wait for a human.")
     timeout_seconds: StrictInt | None = Field(

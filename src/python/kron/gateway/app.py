@@ -24,7 +24,7 @@ from kron.gateway.metrics import GatewayMetrics
 from kron.gateway.middleware import RequestContextMiddleware
 from kron.gateway.preflight import Preflight, composio_connections_factory
 from kron.gateway.ratelimit import TokenBucketLimiter
-from kron.gateway.routers import auth, health, schedules, tasks
+from kron.gateway.routers import auth, health, schedules, tasks, usage
 from kron.gateway.settings import GatewaySettings, get_settings
 from kron.gateway.state import GatewayState
 
@@ -112,6 +112,7 @@ def create_app(
     app.include_router(auth.router)
     app.include_router(tasks.router)
     app.include_router(schedules.router)
+    app.include_router(usage.router)
     return app
 
 

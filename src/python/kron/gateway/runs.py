@@ -95,6 +95,11 @@ def request_fingerprint(run_input: AgentRunInput) -> str:
     fields = run_input.model_dump(mode="json", include={
         "goal", "toolkits", "model", "max_iterations", "token_budget", "callback_url", "approval",
     })
+    # Fields added later count only when they differ from their default: an earlier run's
+    # fingerprint stays the same, so retrying its dispatch still finds it.
+    fields.update(run_input.model_dump(mode="json", exclude_defaults=True, include={
+        "budget_usd", "budget_pause_timeout_seconds", "unknown_outcome_timeout_seconds", "cache_ttl",
+    }))
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
 
 

@@ -11,12 +11,15 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, StringConstraints
 
 from kron.common.schedules import ScheduleSummary, ScheduleView
 from kron.contracts.models import (
+    DEFAULT_BUDGET_PAUSE_SECONDS,
+    BudgetPause,
     CacheTTL,
     PendingApproval,
     PendingUnknownOutcome,
     RunError,
     RunStatus,
     StepRecord,
+    StrictBudgetUsd,
     UnknownOutcomeAction,
     Usage,
 )
@@ -74,6 +77,20 @@ class DispatchRequest(BaseModel):
     cache_ttl: CacheTTL | None = Field(
         default=None, description="Prompt-cache lifetime; default: the worker's (5m, 1h after a long wait)."
     )
+    budget_usd: StrictBudgetUsd | None = Field(
+        default=None,
+        description="USD the run may spend on model calls. Reached, the run pauses (status `paused`) "
+        "before its next model call until `PATCH /tasks/{id}` raises it.",
+    )
+    budget_pause_timeout_seconds: StrictInt = Field(
+        default=DEFAULT_BUDGET_PAUSE_SECONDS, ge=1, le=30 * 24 * 3600,
+        description="A run paused at a budget ends as `budget_exceeded` when no higher one comes within this.",
+    )
+    unknown_outcome_timeout_seconds: StrictInt = Field(
+        default=3600, ge=1, le=7 * 24 * 3600,
+        description="An unsafe tool call whose outcome is unknown waits this long for "
+        "`POST /tasks/{id}/resolve`, then is skipped.",
+    )
 
 
 class DispatchAccepted(BaseModel):
@@ -130,6 +147,27 @@ class TaskDetail(TaskSummary):
         description="Unsafe tool calls whose outcome is unknown after a crash, waiting for "
         "`POST /tasks/{id}/resolve` (status `waiting`).",
     )
+    paused: BudgetPause | None = Field(
+        default=None, description="Which USD budget the run reached, spent vs limit (status `paused`)."
+    )
+    budget_usd: float | None = Field(default=None, description="The run's USD budget now.")
+
+
+class TaskPatch(BaseModel):
+    """What may change in a running task."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    budget_usd: StrictBudgetUsd = Field(
+        description="The run's new USD budget. Above what it spent, a run paused at its budget goes "
+        "on; at or below it, the run pauses before its next model call."
+    )
+
+
+class TaskPatched(BaseModel):
+    task_id: str
+    budget_usd: float
+    spent_usd: float | None = Field(description="What the run had spent when the change was sent.")
 
 
 class CancelAccepted(BaseModel):
@@ -167,6 +205,17 @@ class ResolveAccepted(BaseModel):
     task_id: str
     action: UnknownOutcomeAction
     keys: list[str] = Field(description="Idempotency keys of the calls the decision applies to.")
+
+
+class UsageReport(BaseModel):
+    """The caller's own spend on model calls in one calendar month (UTC)."""
+
+    month: str = Field(description="YYYY-MM")
+    total_usd: float = Field(description="Priced calls only: `unpriced_calls` are not in it.")
+    model_calls: int
+    unpriced_calls: int = Field(description="Calls whose model has no price: their cost is unknown.")
+    by_model: dict[str, float]
+    by_schedule: dict[str, float] = Field(description="Spend of each schedule's fires, by schedule name.")
 
 
 class HealthStatus(BaseModel):

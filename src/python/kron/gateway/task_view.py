@@ -44,6 +44,7 @@ def task_view(
         detail.turns, detail.steps, detail.usage = progress.turns, progress.steps, progress.usage
         detail.pending_approval = progress.pending_approval
         detail.pending_unknown = progress.pending_unknown
+        detail.paused, detail.budget_usd = progress.paused, progress.budget_usd
     if state is ExecutionState.CANCELLED:
         detail.status = RunStatus.CANCELLED
     elif state in ABNORMAL_END:

@@ -124,6 +124,9 @@ class ScheduledFireWorkflow:
                 callback_url=run.callback_url,
                 approval=run.approval,
                 request_id=info.workflow_id,
+                budget_usd=run.budget_usd,
+                schedule_name=definition.name,
+                schedule_monthly_budget_usd=run.monthly_budget_usd,
             )
             child = await workflow.start_child_workflow(
                 names.AGENT_WORKFLOW,

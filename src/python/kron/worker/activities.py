@@ -13,15 +13,18 @@ import json
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
 from typing import Any
 
 import httpx
 from pydantic import BaseModel
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError, RPCStatusCode
 
 from kron.agent_core.ports import LLM, ToolProvider
+from kron.agent_core.pricing import PriceTable
 from kron.agent_core.tool_safety import ToolSafetyPolicy
 from kron.agent_core.types import (
     ModelCallError,
@@ -33,7 +36,9 @@ from kron.agent_core.types import (
 )
 from kron.common.callback_urls import CallbackRefused, pinned_request
 from kron.common.logging import get_logger
-from kron.contracts.models import AgentRunResult, CacheTTL, ToolSafety
+from kron.contracts import names
+from kron.contracts.models import AgentRunResult, BudgetKind, BudgetPause, CacheTTL, ToolSafety
+from kron.contracts.spend import MonthlySpend, SpendEntry, month_of, spend_ledger_id
 from kron.worker import metrics
 
 log = get_logger(__name__)
@@ -42,11 +47,31 @@ log = get_logger(__name__)
 # request certainly never reached the tool; an unsafe call may then be retried blindly.
 TOOL_TRANSPORT_ERROR = "tool_transport_error"
 TOOL_NOT_EXECUTED = "tool_not_executed"
+# call_model refused to call: a monthly budget is spent. Its details[0] is a BudgetPause.
+BUDGET_REACHED = "budget_reached"
 WEBHOOK_SIGNATURE_HEADER = "X-Kron-Signature"
+
+
+class SpendContext(BaseModel):
+    """Whose spend a model call is, for the monthly ledger and budget (None on old runs)."""
+
+    user_id: str
+    task_id: str
+    schedule_name: str | None = None
+    schedule_monthly_budget_usd: float | None = None
+    pause_timeout_seconds: int  # shown in the BudgetPause a reached monthly budget returns
 
 
 class ModelCallInput(BaseModel):
     request: ModelRequest
+    spend: SpendContext | None = None
+
+
+class RunEvent(StrEnum):
+    """What a webhook reports. `finished` keeps the original completion body."""
+
+    FINISHED = "finished"
+    BUDGET_PAUSED = "budget_paused"
 
 
 class ListToolsInput(BaseModel):
@@ -69,6 +94,8 @@ class NotifyInput(BaseModel):
     workflow_id: str
     callback_url: str | None
     result: AgentRunResult
+    event: RunEvent = RunEvent.FINISHED
+    paused: BudgetPause | None = None  # with event budget_paused
 
 
 class CancelRunInput(BaseModel):
@@ -107,6 +134,9 @@ class AgentActivities:
         webhook_secret: bytes | None = None,
         webhook_allow_private_networks: bool = False,
         heartbeat_interval_seconds: float = 1.0,
+        prices: PriceTable | None = None,
+        user_monthly_budget_usd: float | None = None,
+        user_monthly_budgets_usd: dict[str, float] | None = None,
     ) -> None:
         self._llm = llm
         self._tools = tools
@@ -117,6 +147,10 @@ class AgentActivities:
         self._webhook_secret = webhook_secret
         self._webhook_allow_private = webhook_allow_private_networks
         self._heartbeat_interval = heartbeat_interval_seconds
+        self._prices = prices or PriceTable.with_overrides()
+        self._user_monthly_budget = user_monthly_budget_usd
+        self._user_monthly_budgets = dict(user_monthly_budgets_usd or {})
+        metrics.init_model_cost(self._prices.model_ids)
         # No redirects: the address check holds for the URL it checked, not for where a 3xx points.
         self._http = httpx.AsyncClient(timeout=httpx.Timeout(5.0), follow_redirects=False)
 
@@ -129,6 +163,9 @@ class AgentActivities:
             "max_tokens": input.request.max_tokens or self._default_max_tokens,
             "cache_ttl": input.request.cache_ttl or self._default_cache_ttl,
         })
+        month = month_of(datetime.now(UTC))  # the wall clock, here in the activity: recorded once
+        if input.spend is not None:
+            await self._check_monthly_budget(input.spend, month)
         started = time.monotonic()
         try:
             async with heartbeating(self._heartbeat_interval):
@@ -152,12 +189,94 @@ class AgentActivities:
             metrics.STEP_DURATION.labels(kind="model").observe(time.monotonic() - started)
         metrics.MODEL_CALLS.labels(outcome="ok").inc()
         metrics.count_tokens(response)
+        # Priced here, in the activity: the cost is recorded in the run's history with the response
+        # and replays as it was, whatever the price table says later.
+        model = response.model or request.model
+        response.cost_usd = self._prices.response_cost_usd(response, request.model)
+        model_id = self._prices.model_id(model)
+        if response.cost_usd is None:
+            metrics.MODEL_CALLS_UNPRICED.inc()
+            log.warning("model call has no price: its cost is unknown", model=model)
+        elif model_id is not None:
+            metrics.MODEL_COST.labels(model=model_id).inc(response.cost_usd)
         log.info("model call done", stop_reason=response.stop_reason,
                  input_tokens=response.input_tokens, output_tokens=response.output_tokens,
                  cache_read_input_tokens=response.cache_read_input_tokens,
                  cache_creation_input_tokens=response.cache_creation_input_tokens,
-                 cache_ttl=request.cache_ttl, duration_seconds=round(response.duration_seconds, 4))
+                 cache_ttl=request.cache_ttl, cost_usd=response.cost_usd,
+                 duration_seconds=round(response.duration_seconds, 4))
+        if input.spend is not None:
+            entry = SpendEntry(model=model_id or model, cost_usd=response.cost_usd,
+                               schedule_name=input.spend.schedule_name, task_id=input.spend.task_id)
+            await self._record_spend(input.spend.user_id, month, entry)
         return response
+
+    def monthly_budget_of(self, user_id: str) -> float | None:
+        return self._user_monthly_budgets.get(user_id, self._user_monthly_budget)
+
+    async def _check_monthly_budget(self, spend: SpendContext, month: str) -> None:
+        """Refuse the call (BUDGET_REACHED, not retried: the workflow pauses) when the user's
+        or the run's schedule's monthly budget is spent. Read from the ledger before the call: a call already in flight
+        elsewhere may still go over by its own cost, as with a run's budget."""
+        user_limit = self.monthly_budget_of(spend.user_id)
+        schedule_limit = spend.schedule_monthly_budget_usd if spend.schedule_name else None
+        if user_limit is None and schedule_limit is None:
+            return
+        ledger = await self._monthly_spend(spend.user_id, month)
+        if ledger is None:
+            return
+        reached: list[tuple[BudgetKind, float, float]] = []
+        if user_limit is not None:
+            reached.append((BudgetKind.USER_MONTH, ledger.total_usd, user_limit))
+        if schedule_limit is not None and spend.schedule_name is not None:
+            reached.append((BudgetKind.SCHEDULE_MONTH, ledger.by_schedule.get(spend.schedule_name, 0.0),
+                            schedule_limit))
+        over = next(((kind, spent, limit) for kind, spent, limit in reached if spent >= limit), None)
+        if over is None:
+            return
+        kind, spent, limit = over
+        pause = BudgetPause(budget=kind, spent_usd=spent, limit_usd=limit,
+                            timeout_seconds=spend.pause_timeout_seconds)
+        raise ApplicationError(
+            f"{kind.value} budget of ${limit:.4f} reached (${spent:.4f} spent in {month})",
+            pause.model_dump(mode="json"),
+            type=BUDGET_REACHED,
+            non_retryable=True,
+        )
+
+    async def _monthly_spend(self, user_id: str, month: str) -> MonthlySpend | None:
+        """The user's ledger for `month`; an empty one if none exists yet; None if it cannot be
+        read (then the call goes ahead: an unreadable ledger must not stop every run)."""
+        handle = activity.client().get_workflow_handle(spend_ledger_id(user_id, month))
+        try:
+            spent: MonthlySpend = await handle.query(
+                names.QUERY_SPEND, result_type=MonthlySpend, rpc_timeout=timedelta(seconds=5)
+            )
+        except RPCError as error:
+            if error.status is RPCStatusCode.NOT_FOUND:
+                return MonthlySpend(user_id=user_id, month=month)
+            log.warning("spend ledger unreadable; monthly budget not checked", rpc_status=error.status.name)
+            return None
+        except Exception as error:  # noqa: BLE001 - a failed query: same as unreadable
+            log.warning("spend ledger query failed; monthly budget not checked", exc_type=type(error).__name__)
+            return None
+        return spent
+
+    async def _record_spend(self, user_id: str, month: str, entry: SpendEntry) -> None:
+        """Add the call to the user's monthly ledger (signal-with-start). A failure is logged, not
+        raised: failing the activity now would make the model call again and spend twice."""
+        try:
+            await activity.client().start_workflow(
+                names.SPEND_LEDGER_WORKFLOW,
+                MonthlySpend(user_id=user_id, month=month),
+                id=spend_ledger_id(user_id, month),
+                task_queue=activity.info().task_queue,
+                start_signal=names.SIGNAL_RECORD_SPEND,
+                start_signal_args=[entry],
+                rpc_timeout=timedelta(seconds=5),
+            )
+        except Exception as error:  # noqa: BLE001 - see the docstring
+            log.warning("spend not recorded in the monthly ledger", exc_type=type(error).__name__)
 
     @activity.defn(name="list_tools")
     async def list_tools(self, input: ListToolsInput) -> list[dict[str, Any]]:
@@ -191,14 +310,21 @@ class AgentActivities:
 
     @activity.defn(name="notify_run_finished")
     async def notify_run_finished(self, input: NotifyInput) -> None:
-        """Count the outcome and POST it to the run's webhook, if it has one."""
+        """Count the outcome and POST it to the run's webhook, if it has one. A `budget_paused` event
+        adds `event` and `paused` to the completion body's `task_id` and `result` (the result so far)."""
+        finished = input.event is RunEvent.FINISHED
         if activity.info().attempt == 1:
-            metrics.RUNS.labels(status=input.result.status.value).inc()
+            if finished:
+                metrics.RUNS.labels(status=input.result.status.value).inc()
+            elif input.paused is not None:
+                metrics.RUN_PAUSES.labels(budget=input.paused.budget.value).inc()
         if not input.callback_url:
             return
-        body = json.dumps(
-            {"task_id": input.workflow_id, "result": input.result.model_dump(mode="json")}
-        ).encode()
+        payload: dict[str, Any] = {"task_id": input.workflow_id, "result": input.result.model_dump(mode="json")}
+        if not finished:
+            payload["event"] = input.event.value
+            payload["paused"] = input.paused.model_dump(mode="json") if input.paused else None
+        body = json.dumps(payload).encode()
         headers = {"Content-Type": "application/json"}
         if self._webhook_secret:
             digest = hmac.new(self._webhook_secret, body, hashlib.sha256).hexdigest()

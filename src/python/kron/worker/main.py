@@ -16,8 +16,9 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Worker
 
-from kron.agent_core.demo import DemoLLM, DemoTools
+from kron.agent_core.demo import DEMO_MODEL, DemoLLM, DemoTools
 from kron.agent_core.ports import LLM, ToolProvider
+from kron.agent_core.pricing import ModelPrice, PriceTable
 from kron.agent_core.settings import AgentSettings
 from kron.agent_core.tool_safety import ToolSafetyPolicy
 from kron.common.logging import configure_logging, get_logger
@@ -25,6 +26,7 @@ from kron.common.ops import Health, serve_ops
 from kron.worker.activities import AgentActivities
 from kron.worker.interceptors import LogContextInterceptor
 from kron.worker.settings import WorkerSettings
+from kron.worker.spend_ledger import SpendLedgerWorkflow
 from kron.worker.workflows import AgentWorkflow
 
 log = get_logger(__name__)
@@ -53,13 +55,19 @@ def build_ports(settings: WorkerSettings, agent: AgentSettings) -> tuple[LLM, To
     return llm, tools
 
 
+def price_table(settings: WorkerSettings) -> PriceTable:
+    """The shipped list prices with the settings' overrides; the offline demo model costs nothing."""
+    free = {DEMO_MODEL: ModelPrice(input=0, output=0)} if settings.demo_mode else {}
+    return PriceTable.with_overrides({**free, **settings.model_prices})
+
+
 def build_worker(
     client: Client, settings: WorkerSettings, activities: AgentActivities
 ) -> Worker:
     return Worker(
         client,
         task_queue=settings.task_queue,
-        workflows=[AgentWorkflow],
+        workflows=[AgentWorkflow, SpendLedgerWorkflow],
         activities=activities.all(),
         max_concurrent_activities=settings.max_concurrent_activities,
         max_concurrent_workflow_tasks=settings.max_concurrent_workflow_tasks,
@@ -90,6 +98,9 @@ async def run_worker(settings: WorkerSettings, agent: AgentSettings) -> None:
             settings.webhook_secret.get_secret_value().encode() if settings.webhook_secret else None
         ),
         webhook_allow_private_networks=settings.webhook_allow_private_networks,
+        prices=price_table(settings),
+        user_monthly_budget_usd=settings.user_monthly_budget_usd,
+        user_monthly_budgets_usd=settings.user_monthly_budgets_usd,
     )
     # /livez, /readyz and /metrics from the start: probes see "starting" while Temporal connects.
     health = Health(stall_seconds=settings.liveness_stall_seconds)

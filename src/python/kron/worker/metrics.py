@@ -6,7 +6,7 @@ from prometheus_client import Counter, Histogram
 
 from kron.agent_core.types import ModelResponse
 from kron.common.metrics import LATENCY_BUCKETS_SECONDS
-from kron.contracts.models import RunStatus
+from kron.contracts.models import BudgetKind, RunStatus
 
 RUNS = Counter("kron_runs_total", "Agent runs finished, by final status.", ["status"])
 MODEL_CALLS = Counter(
@@ -27,6 +27,18 @@ STEP_DURATION = Histogram(
     "Duration of one agent step inside its activity, by kind (model or tool).",
     ["kind"],
     buckets=LATENCY_BUCKETS_SECONDS,
+)
+MODEL_COST = Counter(
+    "kron_model_cost_usd",  # exported as kron_model_cost_usd_total
+    "USD spent on model calls by the worker's price table, by model (a price table id; 'unknown' "
+    "counts nothing: those calls have no price, see kron_model_calls_unpriced_total).",
+    ["model"],
+)
+MODEL_CALLS_UNPRICED = Counter(
+    "kron_model_calls_unpriced_total", "Model calls whose model has no price: their cost is unknown."
+)
+RUN_PAUSES = Counter(
+    "kron_run_budget_pauses_total", "Runs paused because a USD budget was reached, by budget.", ["budget"]
 )
 WEBHOOKS = Counter(
     "kron_webhooks_total",
@@ -59,3 +71,12 @@ for _kind in ("model", "tool"):
     STEP_DURATION.labels(kind=_kind)
 for _outcome in ("ok", "error", "refused"):
     WEBHOOKS.labels(outcome=_outcome)
+for _budget in BudgetKind:
+    RUN_PAUSES.labels(budget=_budget.value)
+UNKNOWN_MODEL = "unknown"
+
+
+def init_model_cost(model_ids: list[str]) -> None:
+    """Series for every priced model (and `unknown`) at 0: the label stays bounded by the table."""
+    for model in [*model_ids, UNKNOWN_MODEL]:
+        MODEL_COST.labels(model=model)

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from kron.contracts.models import CacheTTL, ToolSafety
+from kron.agent_core.pricing import ModelPrice
+from kron.contracts.models import BudgetUsd, CacheTTL, ToolSafety
 from kron.contracts.names import AGENT_TASK_QUEUE
 
 
@@ -37,6 +38,15 @@ class WorkerSettings(BaseSettings):
     # Lifetime of prompt-cache entries for runs that do not set `cache_ttl` ("5m" or "1h"). With
     # "5m" a run switches to 1h by itself once it has waited longer than 5 minutes (see workflows).
     prompt_cache_ttl: CacheTTL = "5m"
+    # Prices in USD per million tokens by model id, JSON: {"my-model": {"input": 1, "output": 5}}.
+    # They replace or extend the shipped list prices (kron/agent_core/prices.json); a model with no
+    # price has an unknown cost (shown as such, never as 0).
+    model_prices: dict[str, ModelPrice] = Field(default_factory=dict)
+    # Every user's USD budget per calendar month (UTC); unset: none. Reached, runs pause before their
+    # next model call and go on when it is raised (or the month ends).
+    user_monthly_budget_usd: BudgetUsd | None = None
+    # Per-user monthly budgets overriding the default, JSON: {"alice": 50}.
+    user_monthly_budgets_usd: dict[str, BudgetUsd] = Field(default_factory=dict)
     # Use the offline demo model and tools instead of Anthropic and Composio (local stack, demos).
     demo_mode: bool = False
 

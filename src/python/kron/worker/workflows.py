@@ -19,6 +19,7 @@ with workflow.unsafe.imports_passed_through():
     from kron.agent_core.loop import (
         DEFAULT_SYSTEM_PROMPT,
         AgentLoop,
+        BudgetReached,
         CallModel,
         Finish,
         RunLimits,
@@ -37,6 +38,9 @@ with workflow.unsafe.imports_passed_through():
         AgentRunResult,
         ApprovalDecision,
         ApprovalPolicy,
+        BudgetKind,
+        BudgetPause,
+        BudgetUpdate,
         CancelRequest,
         PendingApproval,
         PendingToolCall,
@@ -50,6 +54,7 @@ with workflow.unsafe.imports_passed_through():
         Usage,
     )
     from kron.worker.activities import (
+        BUDGET_REACHED,
         TOOL_NOT_EXECUTED,
         TOOL_TRANSPORT_ERROR,
         AgentActivities,
@@ -58,6 +63,8 @@ with workflow.unsafe.imports_passed_through():
         ListToolsInput,
         ModelCallInput,
         NotifyInput,
+        RunEvent,
+        SpendContext,
         ToolCallInput,
     )
     from kron.worker.step_options import (
@@ -75,6 +82,8 @@ NOT_EXECUTED_ATTEMPTS = 3
 # Histories recorded before tool safety existed replay through the old path (see _execute_tool).
 TOOL_SAFETY_PATCH = "tool-safety-v1"
 HARD_CANCEL_PATCH = "hard-cancel-timer-v1"
+# USD budgets pause a run (and model calls carry the spend context for the monthly ledger).
+BUDGET_PAUSE_PATCH = "budget-pause-v1"
 # Tool input properties through which a tool accepts a caller's idempotency key.
 IDEMPOTENCY_KEY_FIELDS = ("idempotency_key", "idempotencyKey", "client_request_id", "request_id")
 
@@ -116,6 +125,10 @@ class AgentWorkflow:
         # longer than a 5-minute cache lifetime between two calls (see _with_cache_ttl).
         self._last_model_call_at: datetime | None = None
         self._waited_past_5m = False
+        self._budgets = False  # the budget-pause-v1 path (False when replaying older histories)
+        self._budget_usd: float | None = None  # set by a set_budget signal
+        self._paused: BudgetPause | None = None
+        self._pause_deadline: datetime | None = None
 
     @workflow.run
     async def run(self, input: AgentRunInput) -> AgentRunResult:
@@ -125,7 +138,10 @@ class AgentWorkflow:
             max_iterations=input.max_iterations,
             token_budget=input.token_budget,
             system_prompt=input.system_prompt or DEFAULT_SYSTEM_PROMPT,
+            budget_usd=self._budget_usd if self._budget_usd is not None else input.budget_usd,
+            budget_soft_limit=input.budget_soft_limit,
         )
+        self._budgets = workflow.patched(BUDGET_PAUSE_PATCH)
         loop = self._loop = AgentLoop(limits, input.goal, input.checkpoint)
         if self._cancel_requested:
             loop.request_cancel()
@@ -139,12 +155,33 @@ class AgentWorkflow:
                 if isinstance(step, Finish):
                     result = step.result
                     break
+                if isinstance(step, BudgetReached):
+                    if self._budgets and await self._pause(
+                        input,
+                        BudgetPause(budget=BudgetKind.RUN, spent_usd=step.spent_usd, limit_usd=step.limit_usd,
+                                    timeout_seconds=input.budget_pause_timeout_seconds),
+                        resumed=_budget_above(loop, step.spent_usd),
+                    ):
+                        continue
+                    result = loop.end_over_budget(step, input.budget_pause_timeout_seconds)
+                    break
                 if isinstance(step, CallModel):
                     request = self._with_cache_ttl(input, step.request)
-                    response = await self._call_model(ModelCallInput(request=request))
+                    response = await self._call_model(
+                        ModelCallInput(request=request, spend=self._spend_context(input))
+                    )
+                    if isinstance(response, BudgetPause):  # a monthly budget: the ledger decides
+                        if await self._pause(input, response, recheck_seconds=input.budget_recheck_seconds):
+                            continue
+                        result = loop.end_over_budget(
+                            BudgetReached(spent_usd=response.spent_usd, limit_usd=response.limit_usd),
+                            input.budget_pause_timeout_seconds,
+                        )
+                        break
                     if isinstance(response, RunError):
                         result = loop.fail_model_call(response)
                         break
+                    self._end_pause()
                     loop.record_model_response(response)
                 elif isinstance(step, RunTools):
                     approval = await self._approve(input.approval, loop.state.turns, step.calls)
@@ -169,7 +206,9 @@ class AgentWorkflow:
                     or workflow.info().is_continue_as_new_suggested()
                 ):
                     # Only between steps: a checkpoint never holds a step that was half done.
-                    workflow.continue_as_new(input.model_copy(update={"checkpoint": loop.state}))
+                    workflow.continue_as_new(input.model_copy(
+                        update={"checkpoint": loop.state, "budget_usd": loop.limits.budget_usd}
+                    ))
         except (asyncio.CancelledError, CancelledError):
             # Hard cancel: the in-flight activity was cancelled through its heartbeat.
             result = loop.partial_result(RunStatus.CANCELLED)
@@ -201,6 +240,16 @@ class AgentWorkflow:
         for key in decision.keys:
             self._unknown_decisions[key] = decision
 
+    @workflow.signal(name=names.SIGNAL_SET_BUDGET)
+    def set_budget(self, update: BudgetUpdate) -> None:
+        """A new USD budget for the run: a run paused at its budget goes on once it is above what
+        was spent; one below what was spent pauses the run before its next model call."""
+        self._budget_usd = update.budget_usd
+        if self._loop is not None:
+            self._loop.set_budget_usd(update.budget_usd)
+        if self._paused is not None and self._paused.budget is BudgetKind.RUN:
+            self._paused = self._paused.model_copy(update={"limit_usd": update.budget_usd})
+
     @workflow.query(name=names.QUERY_STATUS)
     def status(self) -> RunStatus:
         return self._status
@@ -212,6 +261,8 @@ class AgentWorkflow:
         progress = self._loop.progress(self._status)
         progress.pending_approval = self._pending_approval
         progress.pending_unknown = list(self._pending_unknown)
+        progress.paused = self._paused
+        progress.budget_usd = self._loop.limits.budget_usd
         return progress
 
     @workflow.query(name=names.QUERY_USAGE)
@@ -263,7 +314,7 @@ class AgentWorkflow:
         ttl = input.cache_ttl or ("1h" if self._waited_past_5m else None)
         return request if ttl is None else request.model_copy(update={"cache_ttl": ttl})
 
-    async def _call_model(self, input: ModelCallInput) -> ModelResponse | RunError:
+    async def _call_model(self, input: ModelCallInput) -> ModelResponse | RunError | BudgetPause:
         try:
             return await workflow.execute_activity_method(
                 AgentActivities.call_model, input, **MODEL_STEP.as_kwargs()
@@ -272,6 +323,8 @@ class AgentWorkflow:
             cause = exc.cause
             if isinstance(cause, CancelledError):
                 raise asyncio.CancelledError() from exc  # a hard cancel of the run, not a failure
+            if isinstance(cause, ApplicationError) and cause.type == BUDGET_REACHED and cause.details:
+                return BudgetPause.model_validate(cause.details[0])
             if isinstance(cause, ApplicationError):
                 details = cause.details[0] if cause.details else {}
                 status_code = details.get("status_code") if isinstance(details, dict) else None
@@ -279,6 +332,62 @@ class AgentWorkflow:
                     code=cause.type or "model_error", message=cause.message, status_code=status_code
                 )
             return RunError(code="model_error", message=str(cause or exc))
+
+    def _spend_context(self, input: AgentRunInput) -> SpendContext | None:
+        if not self._budgets:
+            return None  # older runs: no ledger entries, no monthly check (as they were recorded)
+        return SpendContext(
+            user_id=input.user_id,
+            task_id=workflow.info().workflow_id,
+            schedule_name=input.schedule_name,
+            schedule_monthly_budget_usd=input.schedule_monthly_budget_usd,
+            pause_timeout_seconds=input.budget_pause_timeout_seconds,
+        )
+
+    async def _pause(
+        self,
+        input: AgentRunInput,
+        pause: BudgetPause,
+        *,
+        resumed: Callable[[], bool] = lambda: False,
+        recheck_seconds: int | None = None,
+    ) -> bool:
+        """Status `paused` until `resumed()`, a cancel, or (with `recheck_seconds`) the time to ask
+        the ledger again: True, the run goes on (its loop decides what next). False once the pause
+        has lasted `budget_pause_timeout_seconds` in all: the run ends as budget_exceeded. The
+        deadline is a durable timer, and it counts from the first pause of a streak."""
+        now = workflow.now()
+        starting = self._pause_deadline is None
+        if self._pause_deadline is None:
+            self._pause_deadline = now + timedelta(seconds=input.budget_pause_timeout_seconds)
+        self._paused, self._status = pause, RunStatus.PAUSED
+        if starting:
+            workflow.logger.info("run paused: %s budget reached", pause.budget.value)
+            await self._notify(input, RunEvent.BUDGET_PAUSED, self._loop_result(RunStatus.PAUSED), pause)
+        remaining = self._pause_deadline - workflow.now()
+        wait = remaining if recheck_seconds is None else min(remaining, timedelta(seconds=recheck_seconds))
+
+        def go_on() -> bool:
+            return resumed() or self._cancel_requested
+
+        if remaining <= timedelta(0) and not go_on():
+            return False
+        try:
+            if not go_on():
+                await workflow.wait_condition(go_on, timeout=wait)
+        except TimeoutError:
+            # Time to ask the ledger again (the call checks it), unless the pause is over.
+            return recheck_seconds is not None and workflow.now() < self._pause_deadline
+        self._end_pause()
+        return True
+
+    def _end_pause(self) -> None:
+        if self._pause_deadline is not None:
+            self._paused, self._pause_deadline, self._status = None, None, RunStatus.RUNNING
+
+    def _loop_result(self, status: RunStatus) -> AgentRunResult:
+        assert self._loop is not None
+        return self._loop.partial_result(status)
 
     async def _execute_tool(self, input: AgentRunInput, turn: int, call: ToolCall) -> ToolResult:
         key = f"{workflow.info().workflow_id}/{turn}/{call.id}"
@@ -450,18 +559,25 @@ class AgentWorkflow:
     async def _finish(self, input: AgentRunInput, result: AgentRunResult) -> None:
         self._status = result.status
         self._result = result
+        self._paused = None
+        await self._notify(input, RunEvent.FINISHED, result)
+
+    async def _notify(
+        self, input: AgentRunInput, event: RunEvent, result: AgentRunResult, paused: BudgetPause | None = None
+    ) -> None:
+        notify = NotifyInput(
+            workflow_id=workflow.info().workflow_id,
+            callback_url=input.callback_url,
+            result=result,
+            event=event,
+            paused=paused,
+        )
         try:
             await workflow.execute_activity_method(
-                AgentActivities.notify_run_finished,
-                NotifyInput(
-                    workflow_id=workflow.info().workflow_id,
-                    callback_url=input.callback_url,
-                    result=result,
-                ),
-                **NOTIFY_STEP.as_kwargs(),
+                AgentActivities.notify_run_finished, notify, **NOTIFY_STEP.as_kwargs()
             )
         except ActivityError:
-            workflow.logger.warning("completion webhook failed; the run's result is unaffected")
+            workflow.logger.warning("%s webhook failed; the run is unaffected", event.value)
 
 
 async def _wait_with_timeout(condition: Callable[[], bool], timeout_seconds: int) -> None:
@@ -472,6 +588,11 @@ async def _wait_with_timeout(condition: Callable[[], bool], timeout_seconds: int
     """
     if not condition():
         await workflow.wait_condition(condition, timeout=timedelta(seconds=timeout_seconds))
+
+
+def _budget_above(loop: AgentLoop, spent_usd: float) -> Callable[[], bool]:
+    """Whether the run's budget (raised by set_budget) is now above what it had spent."""
+    return lambda: (loop.limits.budget_usd or 0.0) > spent_usd
 
 
 def _failed_tool_result(call: ToolCall, cause: BaseException) -> ToolResult:

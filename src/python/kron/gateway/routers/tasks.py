@@ -24,6 +24,7 @@ from kron.contracts.models import (
     AgentRunInput,
     ApprovalDecision,
     ApprovalPolicy,
+    BudgetUpdate,
     CancelRequest,
     RunProgress,
     UnknownOutcomeDecision,
@@ -44,6 +45,8 @@ from kron.gateway.schemas import (
     ResolveRequest,
     TaskDetail,
     TaskPage,
+    TaskPatch,
+    TaskPatched,
 )
 from kron.gateway.settings import GatewaySettings
 
@@ -164,6 +167,9 @@ def _run_input(
             if body.approval_required
             else None
         ),
+        budget_usd=body.budget_usd,
+        budget_pause_timeout_seconds=body.budget_pause_timeout_seconds,
+        unknown_outcome_timeout_seconds=body.unknown_outcome_timeout_seconds,
         request_id=request_id,
         cache_ttl=body.cache_ttl,
     )
@@ -270,6 +276,8 @@ async def _task_events(
                 next_step = step.index + 1
         if detail.status != last_status:
             status = {"status": detail.status, "turns": detail.turns, "usage": detail.usage.model_dump()}
+            if detail.paused is not None:  # status paused: which budget, spent vs limit
+                status["paused"] = detail.paused.model_dump(mode="json")
             events.append(_sse("status", json.dumps(status)))
             last_status = detail.status
         closed = execution_state(description.status) is not ExecutionState.RUNNING
@@ -330,6 +338,29 @@ async def cancel_task(task_id: TaskIdPath, user: CurrentUser, state: State, runs
     await runs.signal(handle, names.SIGNAL_CANCEL, CancelRequest(hard_cancel_after_seconds=grace))
     log.info("task cancel requested", task_id=task_id, user_id=user, grace_seconds=grace)
     return CancelAccepted(task_id=task_id, hard_cancel_after_seconds=grace)
+
+
+# --- change a running task
+
+
+@router.patch(
+    "/{task_id}",
+    status_code=202,
+    operation_id="patch_task",
+    response_model=TaskPatched,
+    responses=error_responses(400, 401, 404, 409, 413, 422, 503),
+    summary="Change a running task's USD budget (a higher one resumes a run paused at it)",
+)
+async def patch_task(task_id: TaskIdPath, user: CurrentUser, runs: Runs, body: TaskPatch) -> TaskPatched:
+    """Sent to the run as a `set_budget` signal. Lowering the budget to or below what the run has
+    spent is allowed: the run pauses before its next model call (it does not fail), as if it had
+    reached the budget. A finished task is a 409."""
+    handle, progress = await _live_progress(task_id, user, runs)
+    if progress.status.is_terminal:
+        raise ApiError(409, "task_finished", "The task has already finished")
+    await runs.signal(handle, names.SIGNAL_SET_BUDGET, BudgetUpdate(budget_usd=body.budget_usd))
+    log.info("task budget changed", task_id=task_id, user_id=user, budget_usd=body.budget_usd)
+    return TaskPatched(task_id=task_id, budget_usd=body.budget_usd, spent_usd=progress.usage.cost_usd)
 
 
 # --- human decisions (approval, unknown tool outcomes)
