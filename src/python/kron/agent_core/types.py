@@ -6,6 +6,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from kron.contracts.models import ContentRef, TranscriptMessage
+
 
 class ModelRequest(BaseModel):
     """One Messages API call."""
@@ -15,6 +17,34 @@ class ModelRequest(BaseModel):
     system: str | None = None
     messages: list[dict[str, Any]]
     tools: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class TranscriptRequest(BaseModel):
+    """A model call whose conversation lives in the transcript store (transcripts-v1).
+
+    Constant-size however long the conversation is: the stored messages by their chain's `head`,
+    the few recorded since the last call in `tail`. `call_model` assembles the full `ModelRequest`.
+    """
+
+    transcript_id: str
+    model: str
+    max_tokens: int
+    system: ContentRef | str | None = None
+    tools: ContentRef | list[dict[str, Any]] = Field(default_factory=list)
+    head: str | None = None
+    tail: list[TranscriptMessage] = Field(default_factory=list)
+    # The oldest this many tool results are sent as a short note instead (the context guard).
+    drop_tool_results: int = 0
+
+
+class TranscriptUpdate(BaseModel):
+    """What `call_model` stored for a `TranscriptRequest`."""
+
+    head: str  # the chain's newest node: every message sent, then the reply (if it is kept)
+    reply: ContentRef | None  # the reply's content as the conversation keeps it; None: not kept
+    system: ContentRef | None
+    tools: ContentRef | None
+    context_window_tokens: int  # of the model that answered (the worker's setting)
 
 
 class ModelResponse(BaseModel):
@@ -33,6 +63,8 @@ class ModelResponse(BaseModel):
     model: str = ""
     request_id: str | None = None
     duration_seconds: float = 0.0
+    # transcripts-v1: the reply is stored; `content` then holds only its text and tool_use blocks.
+    transcript: TranscriptUpdate | None = None
 
 
 class ToolCall(BaseModel):
@@ -47,8 +79,9 @@ class ToolResult(BaseModel):
     """The outcome of one tool call, fed back to the model as a `tool_result` block."""
 
     tool_use_id: str
-    content: str
+    content: str  # the result; with content_ref, only its start (a preview)
     is_error: bool = False
+    content_ref: ContentRef | None = None  # transcripts-v1: the result as stored
     duration_seconds: float = 0.0
     # The call may or may not have taken effect (an unsafe call in flight when its worker died).
     outcome_unknown: bool = False

@@ -11,7 +11,7 @@ import hashlib
 import hmac
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any
@@ -23,6 +23,7 @@ from temporalio.exceptions import ApplicationError
 
 from kron.agent_core.ports import LLM, ToolProvider
 from kron.agent_core.tool_safety import ToolSafetyPolicy
+from kron.agent_core.transcript_steps import PreparedCall, TranscriptSteps
 from kron.agent_core.types import (
     ModelCallError,
     ModelRequest,
@@ -30,10 +31,12 @@ from kron.agent_core.types import (
     ToolCall,
     ToolResult,
     ToolTransportError,
+    TranscriptRequest,
 )
 from kron.common.callback_urls import CallbackRefused, pinned_request
 from kron.common.logging import get_logger
-from kron.contracts.models import AgentRunResult, ToolSafety
+from kron.common.transcripts import MemoryTranscriptStore, TranscriptMissing, TranscriptStore
+from kron.contracts.models import DEFAULT_CONTEXT_WINDOW_TOKENS, AgentRunResult, ToolSafety
 from kron.worker import metrics
 
 log = get_logger(__name__)
@@ -42,11 +45,18 @@ log = get_logger(__name__)
 # request certainly never reached the tool; an unsafe call may then be retried blindly.
 TOOL_TRANSPORT_ERROR = "tool_transport_error"
 TOOL_NOT_EXECUTED = "tool_not_executed"
+# Content a run's transcript should hold is gone: retrying cannot bring it back.
+TRANSCRIPT_MISSING = "transcript_missing"
 WEBHOOK_SIGNATURE_HEADER = "X-Kron-Signature"
+# A tool result that cannot be stored goes inline into the history instead (never lost: the call
+# may have acted), after this many tries.
+TOOL_RESULT_STORE_ATTEMPTS = 3
 
 
 class ModelCallInput(BaseModel):
-    request: ModelRequest
+    # One of the two: the whole request (runs started before transcripts-v1), or its references.
+    request: ModelRequest | None = None
+    transcript: TranscriptRequest | None = None
 
 
 class ListToolsInput(BaseModel):
@@ -59,6 +69,8 @@ class ToolCallInput(BaseModel):
     call: ToolCall
     # Stable across retries and crashes: "<workflow id>/<turn>/<tool_use id>".
     idempotency_key: str
+    # transcripts-v1: store the result in this run's transcript and return it by reference.
+    transcript_id: str | None = None
 
 
 class ClassifyToolsInput(BaseModel):
@@ -105,7 +117,11 @@ class AgentActivities:
         webhook_secret: bytes | None = None,
         webhook_allow_private_networks: bool = False,
         heartbeat_interval_seconds: float = 1.0,
+        transcripts: TranscriptStore | None = None,
+        context_windows: Mapping[str, int] | None = None,
     ) -> None:
+        """`transcripts`: where runs keep their conversations; the default, in this process's memory,
+        serves only workers that never share a run with another process (tests)."""
         self._llm = llm
         self._tools = tools
         self._default_model = default_model
@@ -113,12 +129,24 @@ class AgentActivities:
         self._webhook_secret = webhook_secret
         self._webhook_allow_private = webhook_allow_private_networks
         self._heartbeat_interval = heartbeat_interval_seconds
+        windows = dict(context_windows or {})
+        self._transcripts = TranscriptSteps(
+            transcripts if transcripts is not None else MemoryTranscriptStore(),
+            lambda model: windows.get(model, DEFAULT_CONTEXT_WINDOW_TOKENS),
+        )
         # No redirects: the address check holds for the URL it checked, not for where a 3xx points.
         self._http = httpx.AsyncClient(timeout=httpx.Timeout(5.0), follow_redirects=False)
 
     @activity.defn(name="call_model")
     async def call_model(self, input: ModelCallInput) -> ModelResponse:
-        request = input.request
+        prepared: PreparedCall | None = None
+        if input.transcript is not None:
+            prepared = await self._prepare(input.transcript)
+            request = prepared.request
+        elif input.request is not None:
+            request = input.request
+        else:
+            raise ApplicationError("call_model: no request", type="bad_input", non_retryable=True)
         if not request.model:
             request = request.model_copy(update={"model": self._default_model})
         started = time.monotonic()
@@ -148,7 +176,20 @@ class AgentActivities:
         log.info("model call done", stop_reason=response.stop_reason,
                  input_tokens=response.input_tokens, output_tokens=response.output_tokens,
                  duration_seconds=round(response.duration_seconds, 4))
+        if prepared is not None:
+            # A store failure here is retried with the step (the model is asked again).
+            response = await self._transcripts.finish(prepared, response)
         return response
+
+    async def _prepare(self, call: TranscriptRequest) -> PreparedCall:
+        """The full request from the transcript store. Content that is gone fails the run clearly
+        (non-retryable); a store that is unreachable is retried with the step."""
+        try:
+            return await self._transcripts.prepare(call, self._default_model)
+        except TranscriptMissing as missing:
+            metrics.MODEL_CALLS.labels(outcome=TRANSCRIPT_MISSING).inc()
+            log.error("transcript content missing", run_id=missing.run_id, sha256=missing.sha256)
+            raise ApplicationError(str(missing), type=TRANSCRIPT_MISSING, non_retryable=True) from None
 
     @activity.defn(name="list_tools")
     async def list_tools(self, input: ListToolsInput) -> list[dict[str, Any]]:
@@ -173,6 +214,20 @@ class AgentActivities:
         metrics.TOOL_CALLS.labels(outcome="error" if result.is_error else "ok").inc()
         log.info("tool call done", tool=input.call.name, is_error=result.is_error,
                  duration_seconds=round(result.duration_seconds, 4))
+        if input.transcript_id is not None:
+            return await self._store_tool_result(input.transcript_id, result)
+        return result
+
+    async def _store_tool_result(self, run_id: str, result: ToolResult) -> ToolResult:
+        """The result by reference. The call already ran, so a store that keeps failing must not
+        fail the step (an unsafe call would become "outcome unknown"): the result then goes inline."""
+        for attempt in range(1, TOOL_RESULT_STORE_ATTEMPTS + 1):
+            try:
+                return await self._transcripts.store_tool_result(run_id, result)
+            except Exception as exc:  # noqa: BLE001 - any store failure: try again, then inline
+                log.warning("storing a tool result failed", attempt=attempt, error=type(exc).__name__)
+                if attempt < TOOL_RESULT_STORE_ATTEMPTS:
+                    await asyncio.sleep(0.5 * attempt)
         return result
 
     @activity.defn(name="classify_tools")

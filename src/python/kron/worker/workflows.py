@@ -24,7 +24,7 @@ with workflow.unsafe.imports_passed_through():
         RunLimits,
         RunTools,
     )
-    from kron.agent_core.types import ModelResponse, ToolCall, ToolResult
+    from kron.agent_core.types import ModelResponse, ToolCall, ToolResult, TranscriptRequest
     from kron.contracts import names
     from kron.contracts.models import (
         AgentRunInput,
@@ -70,6 +70,9 @@ NOT_EXECUTED_ATTEMPTS = 3
 # Histories recorded before tool safety existed replay through the old path (see _execute_tool).
 TOOL_SAFETY_PATCH = "tool-safety-v1"
 HARD_CANCEL_PATCH = "hard-cancel-timer-v1"
+# Runs started since keep their conversation in the transcript store and send references (see
+# kron.agent_core.transcript_steps); runs started before keep it inline, as their histories say.
+TRANSCRIPTS_PATCH = "transcripts-v1"
 # Tool input properties through which a tool accepts a caller's idempotency key.
 IDEMPOTENCY_KEY_FIELDS = ("idempotency_key", "idempotencyKey", "client_request_id", "request_id")
 
@@ -117,7 +120,13 @@ class AgentWorkflow:
             token_budget=input.token_budget,
             system_prompt=input.system_prompt or DEFAULT_SYSTEM_PROMPT,
         )
-        loop = self._loop = AgentLoop(limits, input.goal, input.checkpoint)
+        # A checkpoint carries its own kind of conversation; only a fresh run asks which to start.
+        transcript_id = (
+            workflow.info().workflow_id
+            if input.checkpoint is None and self._use_transcripts()
+            else None
+        )
+        loop = self._loop = AgentLoop(limits, input.goal, input.checkpoint, transcript_id=transcript_id)
         if self._cancel_requested:
             loop.request_cancel()
         self._status = RunStatus.RUNNING
@@ -131,7 +140,11 @@ class AgentWorkflow:
                     result = step.result
                     break
                 if isinstance(step, CallModel):
-                    response = await self._call_model(ModelCallInput(request=step.request))
+                    response = await self._call_model(
+                        ModelCallInput(transcript=step.request)
+                        if isinstance(step.request, TranscriptRequest)
+                        else ModelCallInput(request=step.request)
+                    )
                     if isinstance(response, RunError):
                         result = loop.fail_model_call(response)
                         break
@@ -217,6 +230,9 @@ class AgentWorkflow:
         return self._loop.partial_result(self._status)
 
     # ---- steps ---------------------------------------------------------------------------------
+    def _use_transcripts(self) -> bool:
+        return workflow.patched(TRANSCRIPTS_PATCH)
+
     async def _list_tools(self, input: AgentRunInput) -> list[dict[str, object]]:
         return await workflow.execute_activity_method(
             AgentActivities.list_tools,
@@ -243,8 +259,13 @@ class AgentWorkflow:
 
     async def _execute_tool(self, input: AgentRunInput, turn: int, call: ToolCall) -> ToolResult:
         key = f"{workflow.info().workflow_id}/{turn}/{call.id}"
+        assert self._loop is not None
+        transcript = self._loop.state.transcript
         activity_input = ToolCallInput(
-            user_id=input.user_id, call=self._with_stable_key(call, key), idempotency_key=key
+            user_id=input.user_id,
+            call=self._with_stable_key(call, key),
+            idempotency_key=key,
+            transcript_id=transcript.id if transcript is not None else None,
         )
         if not workflow.patched(TOOL_SAFETY_PATCH) or (
             await self._safety_of(call.name) != ToolSafety.UNSAFE
