@@ -20,6 +20,7 @@ from temporalio.worker import Worker
 
 from kron.agent_core.anthropic_llm import AnthropicLLM
 from kron.agent_core.composio_tools import ComposioToolProvider
+from kron.common.transcripts import TranscriptStore
 from kron.contracts import names
 from kron.contracts.models import AgentRunInput, AgentRunResult
 from kron.worker.activities import AgentActivities
@@ -127,15 +128,21 @@ class Stack:
 
 
 def make_activities(
-    llm: FakeAnthropic, composio: FakeComposio, *, webhook_allow_private_networks: bool = True
+    llm: FakeAnthropic,
+    composio: FakeComposio,
+    *,
+    webhook_allow_private_networks: bool = True,
+    transcripts: TranscriptStore | None = None,
 ) -> AgentActivities:
-    """Webhooks may go to private networks by default here: the tests' receivers are on loopback."""
+    """Webhooks may go to private networks by default here: the tests' receivers are on loopback.
+    Transcripts: in this process's memory unless a store is given."""
     return AgentActivities(
         AnthropicLLM(api_key=ANTHROPIC_KEY, base_url=llm.base_url, max_retries=0),
         ComposioToolProvider(api_key=COMPOSIO_KEY, base_url=composio.base_url),
         default_model="claude-sonnet-5",
         webhook_secret=WEBHOOK_SECRET.encode(),
         webhook_allow_private_networks=webhook_allow_private_networks,
+        transcripts=transcripts,
     )
 
 
