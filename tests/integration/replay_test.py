@@ -3,8 +3,9 @@ flight fails here, before it reaches a worker.
 
 To add a history after an intentional, versioned change (`workflow.patched`):
     KRON_RECORD_HISTORY=1 KRON_RECORD_HISTORY_NAME=<name> pytest tests/integration/replay_test.py -k record_history
-Committed: agent_run_parallel_tools (before tool safety), agent_run_tool_safety (after), and
-agent_run_hard_cancel (the grace timer of a cancel, then the run cancelling itself; `-k
+Committed: agent_run_parallel_tools (before tool safety), agent_run_tool_safety (after; both keep
+the conversation inline), agent_run_transcripts (after transcripts-v1: references into the transcript
+store; recorded with KRON_RECORD_HISTORY_NAME=agent_run_transcripts), and agent_run_hard_cancel (the grace timer of a cancel, then the run cancelling itself; `-k
 record_hard_cancel` records it again).
 """
 

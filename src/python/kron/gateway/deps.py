@@ -12,6 +12,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from temporalio.client import Client
 
+from kron.common.transcripts import TranscriptSettings, TranscriptStore, open_store
 from kron.gateway.errors import ApiError, unauthorized
 from kron.gateway.settings import GatewaySettings
 from kron.gateway.state import GatewayState
@@ -48,6 +49,18 @@ async def get_temporal_client(state: State) -> Client:
 
 
 TemporalClient = Annotated[Client, Depends(get_temporal_client)]
+
+
+async def get_transcript_store(request: Request) -> TranscriptStore:
+    """Where runs keep their conversations (`KRON_TRANSCRIPT_*`, as the worker reads them): the
+    gateway only deletes from it. Opened on first use, one per app."""
+    store: TranscriptStore | None = getattr(request.app.state, "transcripts", None)
+    if store is None:
+        store = request.app.state.transcripts = open_store(TranscriptSettings())
+    return store
+
+
+Transcripts = Annotated[TranscriptStore, Depends(get_transcript_store)]
 
 
 async def current_user(

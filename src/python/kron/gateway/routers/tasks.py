@@ -28,7 +28,7 @@ from kron.contracts.models import (
     UnknownOutcomeDecision,
 )
 from kron.gateway import runs
-from kron.gateway.deps import CurrentUser, RequestId, State, TemporalClient
+from kron.gateway.deps import CurrentUser, RequestId, State, TemporalClient, Transcripts
 from kron.gateway.errors import ApiError, ToolkitNotConnectedBody, error_responses, validation_error
 from kron.gateway.metrics import DispatchOutcome
 from kron.gateway.preflight import PreflightUnavailable, ToolkitRejected
@@ -349,15 +349,21 @@ def _sse(event: str, data: str, *, event_id: str | None = None) -> str:
     responses=error_responses(401, 404, 409, 422, 503),
     summary="Cancel a task: gracefully, then for good after a grace period",
 )
-async def cancel_task(task_id: TaskIdPath, user: CurrentUser, state: State, client: TemporalClient) -> CancelAccepted:
+async def cancel_task(
+    task_id: TaskIdPath, user: CurrentUser, state: State, client: TemporalClient, transcripts: Transcripts
+) -> CancelAccepted:
     """The run gets a `cancel` signal (it stops after the step in flight, keeping a partial result);
     if it is still open after `KRON_CANCEL_GRACE_SECONDS` it cancels itself outright (a timer in the
-    run's own history: a gateway restart in between changes nothing)."""
+    run's own history: a gateway restart in between changes nothing). On a finished task it deletes
+    the task's transcript (its conversation content) and answers 409 `task_finished`."""
     settings = state.settings
     handle, description = await runs.describe_owned(client, task_id, user, _rpc_timeout(settings))
     execution = runs.execution_state(description.status)
     if execution is not ExecutionState.RUNNING:
-        raise ApiError(409, "task_finished", "The task has already finished", execution_status=execution.value)
+        # A finished task's conversation goes now rather than at the retention sweep.
+        await transcripts.delete_run(task_id)
+        raise ApiError(409, "task_finished", "The task has already finished; its transcript is deleted",
+                       execution_status=execution.value)
     grace = settings.cancel_grace_seconds
     await handle.signal(names.SIGNAL_CANCEL, CancelRequest(hard_cancel_after_seconds=grace),
                         rpc_timeout=_rpc_timeout(settings))
