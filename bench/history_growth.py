@@ -24,7 +24,7 @@ from typing import Any
 from temporalio import workflow
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.worker import Worker
+from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 import _harness
 from _harness import ANTHROPIC_KEY, COMPOSIO_KEY, table
@@ -33,7 +33,7 @@ from kron.agent_core.composio_tools import ComposioToolProvider
 from kron.common.logging import configure_logging
 from kron.common.transcripts import LocalTranscriptStore
 from kron.contracts import names
-from kron.contracts.models import AgentRunInput, AgentRunResult, RunStatus
+from kron.contracts.models import AgentRunInput, AgentRunResult, RunProgress, RunStatus
 from kron.worker.activities import AgentActivities
 from kron.worker.main import build_worker
 from kron.worker.settings import WorkerSettings
@@ -51,6 +51,10 @@ BODY_CHARS = 19_500  # + the JSON around it: ~20 kB per result (the Composio ada
 class InlineAgentWorkflow(AgentWorkflow):
     """AgentWorkflow on the path of runs started before transcripts-v1 (content inline)."""
 
+    @workflow.run
+    async def run(self, input: AgentRunInput) -> AgentRunResult:
+        return await super().run(input)
+
     def _use_transcripts(self) -> bool:
         return False
 
@@ -58,7 +62,7 @@ class InlineAgentWorkflow(AgentWorkflow):
 def add_big_tool(composio: Any) -> str:
     composio.add_tool(
         TOOL, "mail", "Read one email.",
-        {"type": "object", "properties": {"turn": {"type": "integer"}}},
+        {"type": "object", "properties": {"turn": {"type": "integer"}, "call": {"type": "integer"}}},
         lambda user, args: {"turn": args.get("turn"), "body": f"<{args.get('turn')}>" + "x" * BODY_CHARS},
     )
     composio.connect(USER, "mail")
@@ -73,6 +77,9 @@ async def run_once(client: Client, queue: str, toolkit: str, turns: int) -> Hist
     )
     result = await handle.result()
     assert result.status == RunStatus.COMPLETED and result.turns == turns + 1, result
+    progress = await handle.query(names.QUERY_PROGRESS, result_type=RunProgress)
+    failed = [s for s in progress.steps if not s.ok]
+    assert not failed, failed[:1]  # the figures are for ~20 kB results, not short errors
     total = HistorySize(0, 0, 0)
     async for run in client.list_workflows(f"WorkflowId = '{handle.id}'"):
         total = total + history_size(await client.get_workflow_handle(handle.id, run_id=run.run_id).fetch_history())
@@ -98,11 +105,13 @@ async def main(turn_counts: list[int]) -> None:
             activities = AgentActivities(llm, tools, default_model="claude-sonnet-5",
                                          transcripts=LocalTranscriptStore(store_dir))
             queue = f"bench-{path}-{uuid.uuid4().hex[:8]}"
-            settings = WorkerSettings(task_queue=queue)
-            worker: Worker = build_worker(client, settings, activities)
-            if path == "before":
-                worker = Worker(client, task_queue=queue, workflows=[InlineAgentWorkflow],
-                                activities=activities.all(), max_concurrent_activities=50)
+            worker: Worker = (
+                # Unsandboxed: the sandbox would re-import this module, fake servers and all.
+                Worker(client, task_queue=queue, workflows=[InlineAgentWorkflow],
+                       activities=activities.all(), workflow_runner=UnsandboxedWorkflowRunner())
+                if path == "before"
+                else build_worker(client, WorkerSettings(task_queue=queue), activities)
+            )
             async with worker:
                 for turns in turn_counts:
                     llm_fake.responder = replies.scripted_agent(turns, TOOL)
