@@ -21,13 +21,13 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import _harness
+from _harness import ANTHROPIC_KEY, COMPOSIO_KEY, table
 from temporalio import workflow
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
-import _harness
-from _harness import ANTHROPIC_KEY, COMPOSIO_KEY, table
 from kron.agent_core.anthropic_llm import AnthropicLLM
 from kron.agent_core.composio_tools import ComposioToolProvider
 from kron.common.logging import configure_logging

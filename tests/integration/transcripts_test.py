@@ -98,15 +98,15 @@ async def test_a_missing_transcript_fails_the_run_clearly(stack: Stack, tmp_path
     root = tmp_path / "transcripts"
     # No cache: the worker must read the store, which the responder empties before turn 2.
     store = LocalTranscriptStore(root, cache_bytes=0)
+    scripted = replies.scripted_agent(5, "NOTES_APPEND")
+
+    def respond(body: dict[str, Any], index: int) -> replies.Reply:
+        if replies.turn_of(body) == 1:
+            shutil.rmtree(root / "runs")
+        return scripted(body, index)
+
     async for ready in _with_worker(stack, store):
         toolkit = ready.add_step_tool()
-        scripted = replies.scripted_agent(5, "NOTES_APPEND")
-
-        def respond(body: dict[str, Any], index: int) -> replies.Reply:
-            if replies.turn_of(body) == 1:
-                shutil.rmtree(root / "runs")
-            return scripted(body, index)
-
         ready.llm.responder = respond
         handle = await ready.start_run(toolkits=[toolkit])
         result: AgentRunResult = await handle.result()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import socket
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 import httpx
 from moto.server import ThreadedMotoServer
@@ -30,7 +30,9 @@ class MotoS3:
         self.bucket = bucket
         self.port = _free_port()
         self.endpoint_url = f"http://127.0.0.1:{self.port}"
-        self.credentials = {"access_key_id": "testing", "secret_access_key": "testing", "region": REGION}
+        self.credentials: dict[str, Any] = {
+            "access_key_id": "testing", "secret_access_key": "testing", "region": REGION
+        }
         self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
 
     def __enter__(self) -> Self:

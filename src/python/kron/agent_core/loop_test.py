@@ -1,3 +1,6 @@
+"""The loop on an inline conversation (runs started before transcripts-v1); the transcript path is
+covered with the store in transcript_steps_test.py."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -12,7 +15,7 @@ from kron.agent_core.loop import (
     RunLimits,
     RunTools,
 )
-from kron.agent_core.types import ModelResponse, ToolResult
+from kron.agent_core.types import ModelRequest, ModelResponse, ToolResult
 from kron.contracts.models import RunError, RunStatus, StepKind
 
 
@@ -35,7 +38,7 @@ def new_loop(**limits: Any) -> AgentLoop:
 
 def test_first_step_calls_the_model_with_the_goal() -> None:
     step = new_loop().next_step()
-    assert isinstance(step, CallModel)
+    assert isinstance(step, CallModel) and isinstance(step.request, ModelRequest)
     assert step.request.messages == [{"role": "user", "content": "triage my inbox"}]
     assert step.request.model == "claude-test"
 
@@ -110,7 +113,7 @@ def test_max_tokens_is_continued_then_finished_with_what_there_is() -> None:
     loop = new_loop(max_continuations=1)
     loop.record_model_response(reply("max_tokens", text("part one, ")))
     step = loop.next_step()
-    assert isinstance(step, CallModel)
+    assert isinstance(step, CallModel) and isinstance(step.request, ModelRequest)
     assert step.request.messages[-1] == {"role": "user", "content": CONTINUE_PROMPT}
     loop.record_model_response(reply("max_tokens", text("part two")))
     step = loop.next_step()
@@ -124,7 +127,7 @@ def test_truncated_tool_use_is_never_executed() -> None:
     loop = new_loop(max_continuations=1)
     loop.record_model_response(reply("max_tokens", text("I'll open"), tool_use("cut", x=1)))
     step = loop.next_step()
-    assert isinstance(step, CallModel)
+    assert isinstance(step, CallModel) and isinstance(step.request, ModelRequest)
     assert all(b.get("type") != "tool_use"
                for m in step.request.messages if isinstance(m["content"], list)
                for b in m["content"])
@@ -143,7 +146,7 @@ def test_pause_turn_sends_the_conversation_back() -> None:
     loop = new_loop()
     loop.record_model_response(reply("pause_turn", text("thinking")))
     step = loop.next_step()
-    assert isinstance(step, CallModel)
+    assert isinstance(step, CallModel) and isinstance(step.request, ModelRequest)
     assert step.request.messages[-1]["role"] == "assistant"
 
 
@@ -194,7 +197,7 @@ def test_a_request_over_the_size_limit_loses_its_oldest_tool_results_first() -> 
     for i in range(6):  # 10 kB of results a turn: over the limit at the fifth
         _turn_with_result(loop, f"t{i}", f"email {i}: " + "x" * 10_000)
         step = loop.next_step()
-        assert isinstance(step, CallModel)
+        assert isinstance(step, CallModel) and isinstance(step.request, ModelRequest)
         request = step.request
         sizes.append(len(request.model_dump_json().encode()))
     assert max(sizes) <= 50_000, sizes
