@@ -201,6 +201,7 @@ class AgentLoop:
         assert transcript is not None
         return TranscriptRequest(
             transcript_id=transcript.id,
+            turn=self.state.turns,
             model=self.limits.model,
             max_tokens=self.limits.max_tokens,
             system=transcript.system,

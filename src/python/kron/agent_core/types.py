@@ -27,6 +27,7 @@ class TranscriptRequest(BaseModel):
     """
 
     transcript_id: str
+    turn: int = 0  # model calls before this one in the run (the same for a call asked again)
     model: str
     max_tokens: int
     system: ContentRef | str | None = None
