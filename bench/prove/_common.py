@@ -315,7 +315,9 @@ async def step_times(client: Client, workflow_id: str) -> StepTimes:
             payloads = attrs.input.payloads
             data = json.loads(payloads[0].data) if payloads else {}
             if attrs.activity_type.name == "call_model":
-                turn = replies.turn_of(data.get("request", {}))
+                # Inline requests (before transcripts-v1) hold the conversation; references say the turn.
+                turn = (replies.turn_of(data["request"]) if data.get("request")
+                        else int(data.get("transcript", {}).get("turn", 0)))
                 scheduled[event.event_id] = ("model", turn)
                 times.model_scheduled[turn] = times.model_scheduled.get(turn, 0) + 1
             elif attrs.activity_type.name == "execute_tool":

@@ -16,9 +16,9 @@ import pytest
 from prometheus_client import REGISTRY
 from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError
 
-from kron.agent_core.loop import MAX_REQUEST_BYTES
 from kron.contracts import names
 from kron.contracts.models import (
+    DEFAULT_CONTEXT_WINDOW_TOKENS,
     ApprovalDecision,
     ApprovalPolicy,
     RunProgress,
@@ -196,9 +196,12 @@ async def test_hard_cancel_reaches_a_running_model_call(running_stack: Stack) ->
     assert await handle.query(names.QUERY_STATUS, result_type=RunStatus) == RunStatus.CANCELLED
 
 
-async def test_a_conversation_past_temporals_payload_limit_still_completes(running_stack: Stack) -> None:
-    # 12 turns of 10 emails of ~19 kB: 2.3 MB of tool results. Sent whole, the later model calls
-    # could not even be scheduled (Temporal refuses a payload over 2 MB) and the run would hang.
+async def test_a_conversation_past_the_context_window_drops_its_oldest_results_and_says_so(
+    running_stack: Stack,
+) -> None:
+    # 12 turns of 10 emails of ~19 kB: 2.3 MB of tool results, ~575k tokens (characters/4): over the
+    # default 200k-token context window. Content is out of Temporal history (transcripts-v1), so
+    # nothing hits Temporal's 2 MB payload limit; the context guard keeps each request in the window.
     running_stack.composio.add_tool(
         "MAIL_READ", "mail", "Read one email.",
         {"type": "object", "properties": {"turn": {"type": "integer"}, "call": {"type": "integer"}}},
@@ -212,10 +215,12 @@ async def test_a_conversation_past_temporals_payload_limit_still_completes(runni
     assert result.status == RunStatus.COMPLETED, result.error
     assert result.usage.tool_calls == 120 and result.turns == 13
     sizes = [len(json.dumps(r.body, separators=(",", ":"))) for r in running_stack.llm.requests]
-    assert max(sizes) <= MAX_REQUEST_BYTES, sizes
+    assert max(sizes) / 4 + 4096 <= DEFAULT_CONTEXT_WINDOW_TOKENS * 1.02, sizes
     last = json.dumps(running_stack.llm.requests[-1].body)
     assert "earlier tool result removed" in last  # the oldest results were cut ...
     assert last.count("x" * 19_000) >= 10  # ... the newest turn's were not
+    progress = await handle.query(names.QUERY_PROGRESS, result_type=RunProgress)
+    assert progress.context_note is not None and "context window" in progress.context_note
 
 
 async def test_two_hundred_turns_continue_as_new_and_lose_nothing(running_stack: Stack) -> None:

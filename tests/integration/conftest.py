@@ -20,6 +20,7 @@ from temporalio.worker import Worker
 
 from kron.agent_core.anthropic_llm import AnthropicLLM
 from kron.agent_core.composio_tools import ComposioToolProvider
+from kron.common.transcripts import TranscriptStore
 from kron.contracts import names
 from kron.contracts.models import AgentRunInput, AgentRunResult
 from kron.worker.activities import AgentActivities
@@ -127,16 +128,23 @@ class Stack:
 
 
 def make_activities(
-    llm: FakeAnthropic, composio: FakeComposio, *, webhook_allow_private_networks: bool = True, **options: Any
+    llm: FakeAnthropic,
+    composio: FakeComposio,
+    *,
+    webhook_allow_private_networks: bool = True,
+    transcripts: TranscriptStore | None = None,
+    **options: Any,
 ) -> AgentActivities:
     """Webhooks may go to private networks by default here: the tests' receivers are on loopback.
-    `options`: more AgentActivities keyword arguments (prices, monthly budgets)."""
+    Transcripts: in this process's memory unless a store is given. `options`: more AgentActivities
+    keyword arguments (prices, monthly budgets)."""
     return AgentActivities(
         AnthropicLLM(api_key=ANTHROPIC_KEY, base_url=llm.base_url, max_retries=0),
         ComposioToolProvider(api_key=COMPOSIO_KEY, base_url=composio.base_url),
         default_model="claude-sonnet-5",
         webhook_secret=WEBHOOK_SECRET.encode(),
         webhook_allow_private_networks=webhook_allow_private_networks,
+        transcripts=transcripts,
         **options,
     )
 

@@ -4,24 +4,44 @@
 I/O, reads no clock and draws no randomness, so the Temporal workflow can drive it deterministically
 (each step becomes one activity) and the in-process runner can drive it directly. Both feed the
 outcome of each step back with `record_model_response` / `record_tool_results`.
+
+Two ways to hold the conversation:
+- transcripts-v1 (`Conversation.transcript`, every new run): content lives in the transcript store;
+  the loop holds references and sizes, and asks for `TranscriptRequest`s whose size does not grow
+  with the conversation. A request that would not fit the model's context window loses its oldest
+  tool results to a short note (decided from the sizes alone: tokens are estimated as characters/4).
+- inline (`Conversation.messages`): the whole conversation in the state and in every request, cut
+  at MAX_REQUEST_BYTES. Kept unchanged for runs started before transcripts-v1 (their histories
+  replay through it).
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Literal
 
 from kron.agent_core.pricing import add_costs
-from kron.agent_core.types import ModelRequest, ModelResponse, ToolCall, ToolResult
+from kron.agent_core.types import (
+    ModelRequest,
+    ModelResponse,
+    ToolCall,
+    ToolResult,
+    TranscriptRequest,
+)
 from kron.contracts.models import (
     AgentRunResult,
+    ContentRef,
     Conversation,
+    PendingToolCall,
     RunError,
     RunProgress,
     RunStatus,
     StepKind,
     StepRecord,
+    Transcript,
+    TranscriptMessage,
+    TranscriptToolResult,
 )
 
 DEFAULT_SYSTEM_PROMPT = (
@@ -32,11 +52,12 @@ DEFAULT_SYSTEM_PROMPT = (
 # Sent when a reply was cut off at max_tokens and we ask the model to go on.
 CONTINUE_PROMPT = "Your previous reply was cut off at the token limit. Continue exactly where you stopped."
 
-# One model call carries the whole conversation, and Temporal refuses a payload over 2 MB (its blob
-# size limit): a run whose request would be larger could never schedule its next step. Over this,
-# the oldest tool results are shortened until the request is back under ELIDE_TO_FRACTION of it.
+# Inline conversations only (before transcripts-v1): one model call carries the whole conversation,
+# and Temporal refuses a payload over 2 MB (its blob size limit): a run whose request would be larger
+# could never schedule its next step. Over this, the oldest tool results are shortened until the
+# request is back under ELIDE_TO_FRACTION of it.
 MAX_REQUEST_BYTES = 1_500_000
-ELIDE_TO_FRACTION = 0.75
+ELIDE_TO_FRACTION = 0.75  # also the context guard's target (so it does not cut again every turn)
 _ELIDED = "[earlier tool result removed to keep the conversation within its size limit: {} characters]"
 
 # Added once to the newest user message when a run has spent its soft share of its USD budget. On
@@ -45,6 +66,10 @@ BUDGET_NOTE = (
     "[kron: this run has used {spent} of its {limit} budget. Wrap up now: finish with the most useful "
     "result you can in as few further steps as possible.]"
 )
+# The context guard counts tokens as characters / 4 (Anthropic's rule of thumb for English text and
+# JSON). An estimate, not a tokenizer: it only has to keep requests clear of the window.
+CHARS_PER_TOKEN = 4
+PREVIEW_CHARS = 120
 
 
 @dataclass(frozen=True)
@@ -62,7 +87,7 @@ class RunLimits:
 
 @dataclass(frozen=True)
 class CallModel:
-    request: ModelRequest
+    request: TranscriptRequest | ModelRequest  # by reference (transcripts-v1), or inline
 
 
 @dataclass(frozen=True)
@@ -90,12 +115,34 @@ Step = CallModel | RunTools | Finish | BudgetReached
 class AgentLoop:
     """Decides the next step of one run from its conversation so far."""
 
-    def __init__(self, limits: RunLimits, goal: str, state: Conversation | None = None) -> None:
+    def __init__(
+        self,
+        limits: RunLimits,
+        goal: str,
+        state: Conversation | None = None,
+        *,
+        transcript_id: str | None = None,
+    ) -> None:
+        """A new run keeps its conversation in the transcript store under `transcript_id` (inline
+        without one); a resumed run (`state`) the way it started."""
         self.limits = limits
-        self.state = state if state is not None else Conversation(
-            messages=[{"role": "user", "content": goal}]
+        if state is not None:
+            self.state = state
+        elif transcript_id is not None:
+            self.state = Conversation(transcript=Transcript(
+                id=transcript_id,
+                tail=[TranscriptMessage(role="user", content=goal)],
+                system=limits.system_prompt,
+                message_chars=_chars(goal),
+            ))
+        else:
+            self.state = Conversation(messages=[{"role": "user", "content": goal}])
+        transcript = self.state.transcript
+        self._pending_calls: list[ToolCall] = (
+            [ToolCall(**c.model_dump()) for c in transcript.pending_calls]
+            if transcript is not None
+            else _tool_calls_awaiting_results(self.state.messages)
         )
-        self._pending_calls: list[ToolCall] = _tool_calls_awaiting_results(self.state.messages)
         self._finished: AgentRunResult | None = None
         self._cancel_requested = False
 
@@ -114,13 +161,19 @@ class AgentLoop:
             turns=self.state.turns,
             steps=list(self.state.steps),
             usage=self.state.usage.model_copy(),
+            context_note=self._context_note(),
         )
 
     def partial_result(self, status: RunStatus) -> AgentRunResult:
         """The result so far, e.g. for a cancelled run or the `result` query of a live one."""
+        transcript = self.state.transcript
         return AgentRunResult(
             status=status,
-            output=_last_assistant_text(self.state.messages),
+            output=(
+                transcript.last_text
+                if transcript is not None
+                else _last_assistant_text(self.state.messages)
+            ),
             usage=self.state.usage.model_copy(),
             turns=self.state.turns,
         )
@@ -148,6 +201,10 @@ class AgentLoop:
                 message=f"stopped after {self.state.turns} model calls "
                 f"(max_iterations={self.limits.max_iterations})",
             ))
+        if self.state.transcript is not None:
+            self._add_budget_note()
+            too_large = self._fit_context_window(self.state.transcript)
+            return too_large or CallModel(self.transcript_request())
         request = self.model_request()
         size = _json_size(request.model_dump(mode="json"))
         if size > self.limits.max_request_bytes:
@@ -163,7 +220,23 @@ class AgentLoop:
             request = self.model_request()
         return CallModel(request)
 
+    def transcript_request(self) -> TranscriptRequest:
+        transcript = self.state.transcript
+        assert transcript is not None
+        return TranscriptRequest(
+            transcript_id=transcript.id,
+            turn=self.state.turns,
+            model=self.limits.model,
+            max_tokens=self.limits.max_tokens,
+            system=transcript.system,
+            tools=transcript.tools or self.state.tools,  # inline until the first call stores them
+            head=transcript.head,
+            tail=list(transcript.tail),
+            drop_tool_results=transcript.dropped_results,
+        )
+
     def model_request(self) -> ModelRequest:
+        """The whole request of an inline conversation (before transcripts-v1)."""
         return ModelRequest(
             model=self.limits.model,
             max_tokens=self.limits.max_tokens,
@@ -176,6 +249,8 @@ class AgentLoop:
     def set_tools(self, tools: list[dict[str, Any]]) -> None:
         self.state.tools = tools
         self.state.tools_loaded = True
+        if self.state.transcript is not None:
+            self.state.transcript.tools = None  # stored again (as a whole) by the next model call
 
     def set_budget_usd(self, budget_usd: float | None) -> None:
         """A new USD budget (a raised one resumes a run that reached the old one)."""
@@ -195,39 +270,36 @@ class AgentLoop:
         state.usage.cache_creation_input_tokens += response.cache_creation_input_tokens
         state.usage.cost_usd = add_costs(state.usage.cost_usd, response.cost_usd)
         self._record_step(StepKind.MODEL, response.model or self.limits.model, True, None,
-                          response.duration_seconds, response=response)
+                          response.duration_seconds, response=response,
+                          preview=self._reply_preview(response))
 
         content = [b for b in response.content if not _is_empty_text(b)]
         stop = response.stop_reason
+        kept = kept_reply_content(response.content, stop)
+        self._append_reply(kept, response)
         if stop == "tool_use":
             calls = [
                 ToolCall(id=b["id"], name=b["name"], input=b.get("input") or {})
                 for b in content
                 if b.get("type") == "tool_use"
             ]
-            state.messages.append({"role": "assistant", "content": content})
             if calls:
-                self._pending_calls = calls
+                self._set_pending_calls(calls)
                 return
             # tool_use without tool calls: nothing to run; treat as a finished turn.
             self._finish(self._completed())
         elif stop == "max_tokens":
             # Never leave a truncated tool_use (its input JSON may be cut) in the conversation.
-            text_only = [b for b in content if b.get("type") == "text"]
-            if text_only:
-                state.messages.append({"role": "assistant", "content": text_only})
             if state.continuations < self.limits.max_continuations:
                 state.continuations += 1
-                if not text_only:
-                    state.messages.append({"role": "assistant", "content": "(cut off)"})
-                state.messages.append({"role": "user", "content": CONTINUE_PROMPT})
+                if kept is None:
+                    self._append_text("assistant", "(cut off)")
+                self._append_text("user", CONTINUE_PROMPT)
             else:
                 self._finish(self._completed(truncated=True))
         elif stop == "pause_turn":
-            # The API paused a long turn; sending the conversation back resumes it.
-            state.messages.append({"role": "assistant", "content": content})
+            pass  # the API paused a long turn; sending the conversation back resumes it
         elif stop == "refusal":
-            state.messages.append({"role": "assistant", "content": content or "(refused)"})
             self._finish(
                 self.partial_result(RunStatus.FAILED).model_copy(
                     update={
@@ -237,7 +309,6 @@ class AgentLoop:
                 )
             )
         else:  # end_turn, stop_sequence, or anything new: the model is done
-            state.messages.append({"role": "assistant", "content": content or "(no content)"})
             self._finish(self._completed())
 
     def record_tool_results(self, results: list[ToolResult]) -> None:
@@ -246,7 +317,9 @@ class AgentLoop:
         missing = [c.id for c in self._pending_calls if c.id not in by_id]
         if missing:
             raise ValueError(f"no result for tool calls {missing}")
+        transcript = self.state.transcript
         blocks: list[dict[str, Any]] = []
+        stored: list[TranscriptToolResult] = []
         for call in self._pending_calls:
             result = by_id[call.id]
             self.state.usage.tool_calls += 1
@@ -257,7 +330,17 @@ class AgentLoop:
                 _first_line(result.content) if result.is_error else None,
                 result.duration_seconds,
                 outcome_unknown=result.outcome_unknown,
+                preview=_preview(result.content) if transcript is not None else None,
             )
+            if transcript is not None:
+                content: ContentRef | str = result.content_ref or result.content
+                stored.append(TranscriptToolResult(
+                    tool_use_id=call.id, content=content, is_error=result.is_error
+                ))
+                chars = _ref_chars(content)
+                transcript.tool_result_chars.append(chars)
+                transcript.message_chars += chars
+                continue
             block: dict[str, Any] = {
                 "type": "tool_result",
                 "tool_use_id": call.id,
@@ -266,8 +349,12 @@ class AgentLoop:
             if result.is_error:
                 block["is_error"] = True
             blocks.append(block)
-        self.state.messages.append({"role": "user", "content": blocks})
-        self._pending_calls = []
+        if transcript is not None:
+            transcript.tail.append(TranscriptMessage(role="user", tool_results=stored))
+            transcript.last_message_results = len(stored)
+        else:
+            self.state.messages.append({"role": "user", "content": blocks})
+        self._set_pending_calls([])
 
     def fail_model_call(self, error: RunError) -> AgentRunResult:
         """End the run as failed because a model call cannot succeed (recorded as a failed step)."""
@@ -308,15 +395,117 @@ class AgentLoop:
         budget, spent, state = self.limits.budget_usd, self.state.usage.cost_usd, self.state
         if budget is None or spent is None or state.budget_note_sent or spent < budget * self.limits.budget_soft_limit:
             return False
+        note = BUDGET_NOTE.format(spent=f"${spent:.4f}", limit=f"${budget:.4f}")
+        transcript = state.transcript
+        if transcript is not None:
+            # A user message of its own after the newest one (the API joins consecutive user
+            # messages into one turn); the stored chain before it, the cached prefix, stays as it was.
+            if not transcript.tail or transcript.tail[-1].role != "user":
+                return False
+            transcript.tail.append(TranscriptMessage(role="user", content=note))
+            transcript.message_chars += _chars(note)
+            state.budget_note_sent = True
+            return True
         newest = state.messages[-1] if state.messages else None
         if newest is None or newest.get("role") != "user":
             return False
         content = newest.get("content")
         blocks = [{"type": "text", "text": content}] if isinstance(content, str) else list(content or [])
-        blocks.append({"type": "text", "text": BUDGET_NOTE.format(spent=f"${spent:.4f}", limit=f"${budget:.4f}")})
+        blocks.append({"type": "text", "text": note})
         newest["content"] = blocks
         state.budget_note_sent = True
         return True
+
+    def _append_reply(self, kept: list[dict[str, Any]] | str | None, response: ModelResponse) -> None:
+        """Add the reply (as the conversation keeps it) to the conversation."""
+        transcript = self.state.transcript
+        if transcript is None:
+            if kept is not None:
+                self.state.messages.append({"role": "assistant", "content": kept})
+            return
+        update = response.transcript
+        if update is None:
+            raise ValueError("a transcript run got a model response without its transcript update")
+        # The call linked the tail and the reply into the stored chain.
+        transcript.head = update.head
+        transcript.tail = []
+        transcript.system = update.system
+        transcript.tools = update.tools
+        transcript.context_window_tokens = update.context_window_tokens
+        if update.reply is not None:
+            transcript.message_chars += update.reply.chars
+            transcript.last_message_results = 0
+        text = _text_of(response.content, separator="")
+        transcript.answer = transcript.answer + text if transcript.continuing else text
+        transcript.continuing = False
+        if _text_of(response.content).strip():
+            transcript.last_text = _text_of(response.content).strip()
+
+    def _append_text(self, role: Literal["user", "assistant"], text: str) -> None:
+        """A short message kron itself writes (a continuation prompt)."""
+        transcript = self.state.transcript
+        if transcript is None:
+            self.state.messages.append({"role": role, "content": text})
+            return
+        transcript.tail.append(TranscriptMessage(role=role, content=text))
+        transcript.message_chars += _chars(text)
+        transcript.last_message_results = 0
+        if role == "assistant":
+            transcript.answer += text
+        else:
+            transcript.continuing = True
+
+    def _set_pending_calls(self, calls: list[ToolCall]) -> None:
+        self._pending_calls = calls
+        if self.state.transcript is not None:  # a checkpoint resumes with them
+            self.state.transcript.pending_calls = [PendingToolCall(**c.model_dump()) for c in calls]
+
+    def _estimated_tokens(self, transcript: Transcript) -> int:
+        tools = transcript.tools.chars if transcript.tools is not None else _chars(self.state.tools)
+        chars = _ref_chars(transcript.system) + tools + transcript.message_chars
+        return -(-chars // CHARS_PER_TOKEN)
+
+    def _fit_context_window(self, transcript: Transcript) -> Finish | None:
+        """Keep the next request (and its reply) within the model's context window: drop the
+        oldest tool results, never the newest message's, until it is at most ELIDE_TO_FRACTION of
+        the room (so this does not happen again every turn). The model sees a note of what went;
+        progress says so. Pure, from the sizes alone: a replay drops exactly the same."""
+        room = transcript.context_window_tokens - self.limits.max_tokens
+        if self._estimated_tokens(transcript) <= room:
+            return None
+        target = int(room * ELIDE_TO_FRACTION)
+        droppable = len(transcript.tool_result_chars) - transcript.last_message_results
+        while transcript.dropped_results < droppable and self._estimated_tokens(transcript) > target:
+            chars = transcript.tool_result_chars[transcript.dropped_results]
+            transcript.message_chars += _chars(dropped_result_note(chars)) - chars
+            transcript.dropped_chars += chars
+            transcript.dropped_results += 1
+        estimate = self._estimated_tokens(transcript)
+        if estimate <= room:
+            return None
+        return self._stop(RunStatus.FAILED, RunError(
+            code="conversation_too_large",
+            message=f"the next model request would be about {estimate} tokens (characters/4), over "
+            f"the {room} the model's {transcript.context_window_tokens}-token context window leaves "
+            f"beside max_tokens={self.limits.max_tokens}, even without earlier tool results",
+        ))
+
+    def _context_note(self) -> str | None:
+        transcript = self.state.transcript
+        if transcript is None or not transcript.dropped_results:
+            return None
+        return (
+            f"the oldest {transcript.dropped_results} tool results ({transcript.dropped_chars} "
+            f"characters) were left out of the model's view, each replaced by a short note, to fit "
+            f"its {transcript.context_window_tokens}-token context window (estimated as characters/4)"
+        )
+
+    def _reply_preview(self, response: ModelResponse) -> str | None:
+        if self.state.transcript is None:
+            return None
+        text = _text_of(response.content).strip()
+        calls = [str(b.get("name")) for b in response.content if b.get("type") == "tool_use"]
+        return _preview(text) if text else (f"tool calls: {', '.join(calls)}" if calls else "")
 
     def _elide_old_tool_results(self, size: int) -> int:
         """Shorten tool results, oldest first and never the newest message's, until the request is
@@ -342,9 +531,14 @@ class AgentLoop:
         return size
 
     def _completed(self, truncated: bool = False) -> AgentRunResult:
+        transcript = self.state.transcript
         return AgentRunResult(
             status=RunStatus.COMPLETED,
-            output=_final_output(self.state.messages),
+            output=(
+                transcript.answer.strip() or transcript.last_text
+                if transcript is not None
+                else _final_output(self.state.messages)
+            ),
             truncated=truncated,
             usage=self.state.usage.model_copy(),
             turns=self.state.turns,
@@ -368,6 +562,7 @@ class AgentLoop:
         *,
         outcome_unknown: bool = False,
         response: ModelResponse | None = None,
+        preview: str | None = None,
     ) -> None:
         step = StepRecord(
             index=len(self.state.steps),
@@ -378,6 +573,7 @@ class AgentLoop:
             error=error,
             duration_seconds=round(duration, 6),
             outcome_unknown=outcome_unknown,
+            preview=preview,
         )
         if response is not None:  # a model call: its own tokens and cost
             step.input_tokens, step.output_tokens = response.input_tokens, response.output_tokens
@@ -385,6 +581,54 @@ class AgentLoop:
             step.cache_creation_input_tokens = response.cache_creation_input_tokens
             step.cost_usd = response.cost_usd
         self.state.steps.append(step)
+
+
+def kept_reply_content(
+    content: list[dict[str, Any]], stop_reason: str | None
+) -> list[dict[str, Any]] | str | None:
+    """A reply's content as the conversation keeps it (None: the reply adds no message)."""
+    content = [b for b in content if not _is_empty_text(b)]
+    if stop_reason in ("tool_use", "pause_turn"):
+        return content
+    if stop_reason == "max_tokens":
+        # Never keep a truncated tool_use (its input JSON may be cut).
+        return [b for b in content if b.get("type") == "text"] or None
+    if stop_reason == "refusal":
+        return content or "(refused)"
+    return content or "(no content)"
+
+
+def dropped_result_note(chars: int) -> str:
+    """What the model sees instead of a tool result the context guard dropped."""
+    return _ELIDED.format(chars)
+
+
+def canonical_json(value: Any) -> str:
+    """The one text form of stored content (and of sizes: `ContentRef.chars` is its length)."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+
+
+def preview_of(value: Any) -> str:
+    if isinstance(value, str):
+        return _preview(value)
+    if isinstance(value, list):
+        text = _text_of([b for b in value if isinstance(b, dict)]).strip()
+        return _preview(text or canonical_json(value))
+    return _preview(canonical_json(value))
+
+
+def _preview(text: str) -> str:
+    return text[:PREVIEW_CHARS]
+
+
+def _chars(value: Any) -> int:
+    return len(canonical_json(value))
+
+
+def _ref_chars(content: ContentRef | str | None) -> int:
+    if content is None:
+        return 0
+    return content.chars if isinstance(content, ContentRef) else _chars(content)
 
 
 def _tool_calls_awaiting_results(messages: list[dict[str, Any]]) -> list[ToolCall]:

@@ -1,3 +1,6 @@
+"""The loop on an inline conversation (runs started before transcripts-v1); the transcript path is
+covered with the store in transcript_steps_test.py."""
+
 from __future__ import annotations
 
 import json
@@ -14,7 +17,7 @@ from kron.agent_core.loop import (
     RunLimits,
     RunTools,
 )
-from kron.agent_core.types import ModelResponse, ToolResult
+from kron.agent_core.types import ModelRequest, ModelResponse, ToolResult, TranscriptRequest
 from kron.contracts.models import RunError, RunStatus, StepKind
 
 
@@ -37,7 +40,7 @@ def new_loop(**limits: Any) -> AgentLoop:
 
 def test_first_step_calls_the_model_with_the_goal() -> None:
     step = new_loop().next_step()
-    assert isinstance(step, CallModel)
+    assert isinstance(step, CallModel) and isinstance(step.request, ModelRequest)
     assert step.request.messages == [{"role": "user", "content": "triage my inbox"}]
     assert step.request.model == "claude-test"
 
@@ -112,7 +115,7 @@ def test_max_tokens_is_continued_then_finished_with_what_there_is() -> None:
     loop = new_loop(max_continuations=1)
     loop.record_model_response(reply("max_tokens", text("part one, ")))
     step = loop.next_step()
-    assert isinstance(step, CallModel)
+    assert isinstance(step, CallModel) and isinstance(step.request, ModelRequest)
     assert step.request.messages[-1] == {"role": "user", "content": CONTINUE_PROMPT}
     loop.record_model_response(reply("max_tokens", text("part two")))
     step = loop.next_step()
@@ -126,7 +129,7 @@ def test_truncated_tool_use_is_never_executed() -> None:
     loop = new_loop(max_continuations=1)
     loop.record_model_response(reply("max_tokens", text("I'll open"), tool_use("cut", x=1)))
     step = loop.next_step()
-    assert isinstance(step, CallModel)
+    assert isinstance(step, CallModel) and isinstance(step.request, ModelRequest)
     assert all(b.get("type") != "tool_use"
                for m in step.request.messages if isinstance(m["content"], list)
                for b in m["content"])
@@ -145,7 +148,7 @@ def test_pause_turn_sends_the_conversation_back() -> None:
     loop = new_loop()
     loop.record_model_response(reply("pause_turn", text("thinking")))
     step = loop.next_step()
-    assert isinstance(step, CallModel)
+    assert isinstance(step, CallModel) and isinstance(step.request, ModelRequest)
     assert step.request.messages[-1]["role"] == "assistant"
 
 
@@ -196,7 +199,7 @@ def test_a_request_over_the_size_limit_loses_its_oldest_tool_results_first() -> 
     for i in range(6):  # 10 kB of results a turn: over the limit at the fifth
         _turn_with_result(loop, f"t{i}", f"email {i}: " + "x" * 10_000)
         step = loop.next_step()
-        assert isinstance(step, CallModel)
+        assert isinstance(step, CallModel) and isinstance(step.request, ModelRequest)
         request = step.request
         sizes.append(len(request.model_dump_json().encode()))
     assert max(sizes) <= 50_000, sizes
@@ -333,37 +336,49 @@ def test_without_a_budget_there_is_no_money_check() -> None:
     assert isinstance(loop.next_step(), CallModel)
 
 
+def _inline_messages(step: object) -> list[dict[str, Any]]:
+    assert isinstance(step, CallModel) and isinstance(step.request, ModelRequest), step
+    return step.request.messages
+
+
 def test_the_soft_limit_tells_the_model_once_on_the_newest_user_message() -> None:
     loop = new_loop(budget_usd=1.0, budget_soft_limit=0.8)
     _spend(loop, 0.5, "t1")
-    step = loop.next_step()
-    assert isinstance(step, CallModel)
-    assert all("Wrap up" not in json.dumps(m) for m in step.request.messages)
+    assert all("Wrap up" not in json.dumps(m) for m in _inline_messages(loop.next_step()))
     loop.record_model_response(priced("tool_use", tool_use("t2"), cost=0.35))  # 0.85: past 80 %
     loop.record_tool_results([ToolResult(tool_use_id="t2", content="ok")])
-    step = loop.next_step()
-    assert isinstance(step, CallModel)
-    newest = step.request.messages[-1]
+    messages = _inline_messages(loop.next_step())
+    newest = messages[-1]
     assert newest["role"] == "user"
     assert newest["content"][0]["type"] == "tool_result"  # the tool result stays first
     assert "Wrap up" in newest["content"][-1]["text"] and "$0.8500" in newest["content"][-1]["text"]
     # Earlier messages are untouched (the cached prefix holds), and the note is not repeated.
-    assert sum("Wrap up" in json.dumps(m) for m in step.request.messages) == 1
+    assert sum("Wrap up" in json.dumps(m) for m in messages) == 1
     loop.record_model_response(priced("tool_use", tool_use("t3"), cost=0.01))
     loop.record_tool_results([ToolResult(tool_use_id="t3", content="ok")])
-    step = loop.next_step()
-    assert isinstance(step, CallModel)
-    assert sum("Wrap up" in json.dumps(m) for m in step.request.messages) == 1
+    assert sum("Wrap up" in json.dumps(m) for m in _inline_messages(loop.next_step())) == 1
 
 
 def test_the_soft_limit_note_turns_a_plain_goal_into_blocks() -> None:
     loop = AgentLoop(RunLimits(model="m", budget_usd=1.0), "goal",
                      state=None)
     loop.state.usage.cost_usd = 0.9
+    messages = _inline_messages(loop.next_step())
+    assert messages[0]["content"][0] == {"type": "text", "text": "goal"}
+    assert "Wrap up" in messages[0]["content"][1]["text"]
+
+
+def test_the_soft_limit_note_of_a_transcript_run_is_a_user_message_after_the_newest() -> None:
+    loop = AgentLoop(RunLimits(model="m", budget_usd=1.0), "goal", transcript_id="run-1")
+    loop.state.usage.cost_usd = 0.9
     step = loop.next_step()
-    assert isinstance(step, CallModel)
-    assert step.request.messages[0]["content"][0] == {"type": "text", "text": "goal"}
-    assert "Wrap up" in step.request.messages[0]["content"][1]["text"]
+    assert isinstance(step, CallModel) and isinstance(step.request, TranscriptRequest)
+    goal, note = step.request.tail
+    assert (goal.role, goal.content) == ("user", "goal")
+    assert note.role == "user" and isinstance(note.content, str) and "Wrap up" in note.content
+    step = loop.next_step()  # asked again (e.g. a retried call): the note is not added twice
+    assert isinstance(step, CallModel) and isinstance(step.request, TranscriptRequest)
+    assert len(step.request.tail) == 2
 
 
 def test_a_token_budget_counts_cached_input_too() -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+import uuid
 from collections.abc import Callable
 from typing import TextIO
 
@@ -19,7 +20,9 @@ from kron.agent_core.demo import DEMO_MODEL, DEMO_TOOLKIT, DemoLLM, DemoTools
 from kron.agent_core.loop import AgentLoop, BudgetReached, CallModel, Finish, RunLimits, RunTools
 from kron.agent_core.ports import LLM, ToolProvider
 from kron.agent_core.settings import AgentSettings
-from kron.agent_core.types import ModelCallError, ToolCall, ToolResult
+from kron.agent_core.transcript_steps import TranscriptSteps
+from kron.agent_core.types import ModelCallError, ToolCall, ToolResult, TranscriptRequest
+from kron.common.transcripts import MemoryTranscriptStore, TranscriptMissing
 from kron.contracts.models import AgentRunResult, RunError, RunStatus
 
 StepCallback = Callable[[AgentLoop], None]
@@ -41,8 +44,11 @@ async def run_agent(
     user_id: str,
     toolkits: list[str],
     on_step: StepCallback | None = None,
+    transcripts: TranscriptSteps | None = None,
 ) -> AgentRunResult:
-    """Drive `loop` to the end in this process."""
+    """Drive `loop` to the end in this process. A transcript run keeps its content in
+    `transcripts` (default: in this process's memory), as a worker's activities do."""
+    steps = transcripts or TranscriptSteps(MemoryTranscriptStore())
     if toolkits and not loop.state.tools_loaded:
         loop.set_tools(await asyncio.to_thread(tools.list_tools, user_id, toolkits))
     while True:
@@ -53,17 +59,26 @@ async def run_agent(
             return loop.end_over_budget(step)  # in-process runs have no one to raise it
         if isinstance(step, CallModel):
             try:
-                response = await llm.complete(step.request)
+                if isinstance(step.request, TranscriptRequest):
+                    prepared = await steps.prepare(step.request, step.request.model)
+                    response = await steps.finish(prepared, await llm.complete(prepared.request))
+                else:
+                    response = await llm.complete(step.request)
             except ModelCallError as exc:
                 return loop.fail_model_call(
                     RunError(code=exc.code, message=exc.message, status_code=exc.status_code)
                 )
+            except TranscriptMissing as missing:
+                return loop.fail_model_call(RunError(code="transcript_missing", message=str(missing)))
             loop.record_model_response(response)
         elif isinstance(step, RunTools):
-            results = await asyncio.gather(
+            results = list(await asyncio.gather(
                 *(asyncio.to_thread(execute_tool_call, tools, user_id, c) for c in step.calls)
-            )
-            loop.record_tool_results(list(results))
+            ))
+            transcript = loop.state.transcript
+            if transcript is not None:
+                results = [await steps.store_tool_result(transcript.id, r) for r in results]
+            loop.record_tool_results(results)
         if on_step is not None:
             on_step(loop)
 
@@ -143,7 +158,7 @@ def main(argv: list[str] | None = None, out: TextIO = sys.stdout, err: TextIO = 
         max_iterations=args.max_iterations,
         token_budget=args.budget,
     )
-    loop = AgentLoop(limits, args.goal)
+    loop = AgentLoop(limits, args.goal, transcript_id=f"local-{uuid.uuid4().hex}")
     print(f"kron-agent: model {limits.model}, toolkits {toolkits or 'none'}", file=err)
     result = asyncio.run(
         run_agent(

@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from kron.contracts.models import CacheTTL
+from kron.contracts.models import CacheTTL, ContentRef, TranscriptMessage
 
 CACHE_TTL_SECONDS: dict[CacheTTL, int] = {"5m": 300, "1h": 3600}
 
@@ -22,6 +22,36 @@ class ModelRequest(BaseModel):
     # Lifetime of the prompt-cache entries this call writes. None: the deployment's default
     # (the worker's KRON_PROMPT_CACHE_TTL; 5m for an adapter used on its own).
     cache_ttl: CacheTTL | None = None
+
+
+class TranscriptRequest(BaseModel):
+    """A model call whose conversation lives in the transcript store (transcripts-v1).
+
+    Constant-size however long the conversation is: the stored messages by their chain's `head`,
+    the few recorded since the last call in `tail`. `call_model` assembles the full `ModelRequest`.
+    """
+
+    transcript_id: str
+    turn: int = 0  # model calls before this one in the run (the same for a call asked again)
+    model: str
+    max_tokens: int
+    system: ContentRef | str | None = None
+    tools: ContentRef | list[dict[str, Any]] = Field(default_factory=list)
+    head: str | None = None
+    tail: list[TranscriptMessage] = Field(default_factory=list)
+    # The oldest this many tool results are sent as a short note instead (the context guard).
+    drop_tool_results: int = 0
+    cache_ttl: CacheTTL | None = None  # as ModelRequest.cache_ttl
+
+
+class TranscriptUpdate(BaseModel):
+    """What `call_model` stored for a `TranscriptRequest`."""
+
+    head: str  # the chain's newest node: every message sent, then the reply (if it is kept)
+    reply: ContentRef | None  # the reply's content as the conversation keeps it; None: not kept
+    system: ContentRef | None
+    tools: ContentRef | None
+    context_window_tokens: int  # of the model that answered (the worker's setting)
 
 
 class ModelResponse(BaseModel):
@@ -40,6 +70,8 @@ class ModelResponse(BaseModel):
     model: str = ""
     request_id: str | None = None
     duration_seconds: float = 0.0
+    # transcripts-v1: the reply is stored; `content` then holds only its text and tool_use blocks.
+    transcript: TranscriptUpdate | None = None
 
 
 class ToolCall(BaseModel):
@@ -54,8 +86,9 @@ class ToolResult(BaseModel):
     """The outcome of one tool call, fed back to the model as a `tool_result` block."""
 
     tool_use_id: str
-    content: str
+    content: str  # the result; with content_ref, only its start (a preview)
     is_error: bool = False
+    content_ref: ContentRef | None = None  # transcripts-v1: the result as stored
     duration_seconds: float = 0.0
     # The call may or may not have taken effect (an unsafe call in flight when its worker died).
     outcome_unknown: bool = False

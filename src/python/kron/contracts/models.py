@@ -99,6 +99,9 @@ class StepRecord(BaseModel):
     output_tokens: int = 0
     cache_read_input_tokens: int = 0
     cache_creation_input_tokens: int = 0
+    # The start of what the step produced (the reply's text, the tool's result), when the run keeps
+    # its conversation in the transcript store (then the content itself is not in the workflow).
+    preview: str | None = None
 
 
 class RunError(BaseModel):
@@ -109,10 +112,74 @@ class RunError(BaseModel):
     status_code: int | None = None
 
 
+class PendingToolCall(BaseModel):
+    id: str
+    name: str
+    input: dict[str, Any] = Field(default_factory=dict)
+
+
+class ContentRef(BaseModel):
+    """Conversation content stored once in the run's transcript (kron.common.transcripts), named by
+    the sha256 of its bytes. The workflow carries this instead of the content."""
+
+    sha256: str
+    chars: int  # length of the stored text: the context guard estimates tokens from it
+    preview: str = ""  # its start, for progress and logs
+
+
+class TranscriptToolResult(BaseModel):
+    """One `tool_result` block: the stored result, or a short text kron itself wrote (a refusal,
+    a tool failure)."""
+
+    tool_use_id: str
+    content: ContentRef | str
+    is_error: bool = False
+
+
+class TranscriptMessage(BaseModel):
+    """A message not yet linked into the run's stored chain of messages (see `Transcript`)."""
+
+    role: Literal["user", "assistant"]
+    content: ContentRef | str | None = None  # the message's whole content
+    tool_results: list[TranscriptToolResult] = Field(default_factory=list)  # or: tool results
+
+
+# Until call_model reports the model's own context window, the guard assumes this.
+DEFAULT_CONTEXT_WINDOW_TOKENS = 200_000
+
+
+class Transcript(BaseModel):
+    """A conversation kept in the transcript store (workflow patch transcripts-v1).
+
+    The store holds each content once and a chain of message nodes, each naming the one before it;
+    `head` names the newest stored node. Messages recorded since the last model call are in `tail`
+    (they are linked into the chain by the next call). So what the workflow sends per model call is
+    a constant size however long the conversation is. Sizes are kept here so the pure loop can keep
+    the request within the model's context window without reading any content.
+    """
+
+    id: str  # the run's key in the store: its workflow id
+    head: str | None = None
+    tail: list[TranscriptMessage] = Field(default_factory=list)
+    system: ContentRef | str | None = None  # inline until the first model call stores it
+    tools: ContentRef | None = None  # the stored tool definitions (Conversation.tools stays inline)
+    message_chars: int = 0  # all messages as the model sees them (dropped results as their note)
+    tool_result_chars: list[int] = Field(default_factory=list)  # each tool result, oldest first
+    last_message_results: int = 0  # tool results in the newest message: never dropped
+    dropped_results: int = 0  # the oldest this many tool results are replaced by a short note
+    dropped_chars: int = 0
+    context_window_tokens: int = DEFAULT_CONTEXT_WINDOW_TOKENS
+    pending_calls: list[PendingToolCall] = Field(default_factory=list)  # of the newest reply
+    last_text: str = ""  # the newest non-empty reply text (a partial result's output)
+    answer: str = ""  # the newest turn's text, joined across max_tokens continuations
+    continuing: bool = False  # the next reply continues one cut off at max_tokens
+
+
 class Conversation(BaseModel):
     """The run's state that continue-as-new carries forward. Opaque to the gateway."""
 
-    messages: list[dict[str, Any]] = Field(default_factory=list)
+    messages: list[dict[str, Any]] = Field(default_factory=list)  # before transcripts-v1 only
+    transcript: Transcript | None = None
     tools: list[dict[str, Any]] = Field(default_factory=list)
     tools_loaded: bool = False
     usage: Usage = Field(default_factory=Usage)
@@ -139,12 +206,6 @@ class ApprovalPolicy(BaseModel):
         return any(
             slug == entry.upper() or slug.startswith(entry.upper() + "_") for entry in self.require_for
         )
-
-
-class PendingToolCall(BaseModel):
-    id: str
-    name: str
-    input: dict[str, Any] = Field(default_factory=dict)
 
 
 class PendingApproval(BaseModel):
@@ -284,3 +345,5 @@ class RunProgress(BaseModel):
     pending_unknown: list[PendingUnknownOutcome] = Field(default_factory=list)
     paused: BudgetPause | None = None  # while status is paused
     budget_usd: float | None = None  # the run's USD budget now (it may have been raised)
+    # Set when the oldest tool results are left out of the model's view to fit its context window.
+    context_note: str | None = None

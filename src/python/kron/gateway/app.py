@@ -18,6 +18,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from kron.common.logging import get_logger
 from kron.common.schedules import ScheduleSettings
 from kron.common.toolkit_preflight import ConnectionsFactory
+from kron.common.transcripts import TranscriptSettings, open_store
 from kron.gateway.cursors import CursorCodec
 from kron.gateway.errors import install_error_handlers
 from kron.gateway.metrics import GatewayMetrics
@@ -68,6 +69,7 @@ def create_app(
             connect_callback_url=settings.connect_callback_url,
         ),
         cursors=CursorCodec(settings.jwt_secret.get_secret_value().encode()),
+        transcripts=open_store(TranscriptSettings()),
     )
 
     @asynccontextmanager

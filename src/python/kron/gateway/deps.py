@@ -12,6 +12,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from kron.common.schedules import ScheduleStore
+from kron.common.transcripts import TranscriptStore
 from kron.gateway.errors import ApiError, unauthorized
 from kron.gateway.runs import RunStore
 from kron.gateway.settings import GatewaySettings
@@ -61,6 +62,13 @@ async def get_schedule_store(state: State) -> ScheduleStore:
 
 
 Schedules = Annotated[ScheduleStore, Depends(get_schedule_store)]
+
+
+async def get_transcript_store(state: State) -> TranscriptStore:
+    return state.transcripts
+
+
+Transcripts = Annotated[TranscriptStore, Depends(get_transcript_store)]
 
 
 async def current_user(

@@ -10,6 +10,7 @@ from datetime import timedelta
 from temporalio.client import Client
 
 from kron.common.schedules import ScheduleSettings, ScheduleStore
+from kron.common.transcripts import TranscriptStore
 from kron.gateway.cursors import CursorCodec
 from kron.gateway.metrics import GatewayMetrics
 from kron.gateway.preflight import Preflight
@@ -26,6 +27,9 @@ class GatewayState:
     dispatch_limiter: TokenBucketLimiter
     preflight: Preflight
     cursors: CursorCodec
+    # Where runs keep their conversations (`KRON_TRANSCRIPT_*`, as the worker reads them): the
+    # gateway only deletes from it.
+    transcripts: TranscriptStore
     # Set by `attach` once Temporal is connected (the lifespan); None until then (routes answer 503).
     client: Client | None = None
     runs: RunStore | None = None
@@ -46,3 +50,4 @@ class GatewayState:
 
     async def aclose(self) -> None:
         await self.preflight.aclose()
+        await self.transcripts.aclose()

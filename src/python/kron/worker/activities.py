@@ -11,7 +11,7 @@ import hashlib
 import hmac
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -26,6 +26,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from kron.agent_core.ports import LLM, ToolProvider
 from kron.agent_core.pricing import PriceTable
 from kron.agent_core.tool_safety import ToolSafetyPolicy
+from kron.agent_core.transcript_steps import PreparedCall, TranscriptSteps
 from kron.agent_core.types import (
     ModelCallError,
     ModelRequest,
@@ -33,11 +34,20 @@ from kron.agent_core.types import (
     ToolCall,
     ToolResult,
     ToolTransportError,
+    TranscriptRequest,
 )
 from kron.common.callback_urls import CallbackRefused, pinned_request
 from kron.common.logging import get_logger
+from kron.common.transcripts import MemoryTranscriptStore, TranscriptMissing, TranscriptStore
 from kron.contracts import names
-from kron.contracts.models import AgentRunResult, BudgetKind, BudgetPause, CacheTTL, ToolSafety
+from kron.contracts.models import (
+    DEFAULT_CONTEXT_WINDOW_TOKENS,
+    AgentRunResult,
+    BudgetKind,
+    BudgetPause,
+    CacheTTL,
+    ToolSafety,
+)
 from kron.contracts.spend import MonthlySpend, SpendEntry, month_of, spend_ledger_id
 from kron.worker import metrics
 
@@ -49,7 +59,12 @@ TOOL_TRANSPORT_ERROR = "tool_transport_error"
 TOOL_NOT_EXECUTED = "tool_not_executed"
 # call_model refused to call: a monthly budget is spent. Its details[0] is a BudgetPause.
 BUDGET_REACHED = "budget_reached"
+# Content a run's transcript should hold is gone: retrying cannot bring it back.
+TRANSCRIPT_MISSING = "transcript_missing"
 WEBHOOK_SIGNATURE_HEADER = "X-Kron-Signature"
+# A tool result that cannot be stored goes inline into the history instead (never lost: the call
+# may have acted), after this many tries.
+TOOL_RESULT_STORE_ATTEMPTS = 3
 
 
 class SpendContext(BaseModel):
@@ -63,7 +78,9 @@ class SpendContext(BaseModel):
 
 
 class ModelCallInput(BaseModel):
-    request: ModelRequest
+    # One of the two: the whole request (runs started before transcripts-v1), or its references.
+    request: ModelRequest | None = None
+    transcript: TranscriptRequest | None = None
     spend: SpendContext | None = None
 
 
@@ -84,6 +101,8 @@ class ToolCallInput(BaseModel):
     call: ToolCall
     # Stable across retries and crashes: "<workflow id>/<turn>/<tool_use id>".
     idempotency_key: str
+    # transcripts-v1: store the result in this run's transcript and return it by reference.
+    transcript_id: str | None = None
 
 
 class ClassifyToolsInput(BaseModel):
@@ -137,7 +156,11 @@ class AgentActivities:
         prices: PriceTable | None = None,
         user_monthly_budget_usd: float | None = None,
         user_monthly_budgets_usd: dict[str, float] | None = None,
+        transcripts: TranscriptStore | None = None,
+        context_windows: Mapping[str, int] | None = None,
     ) -> None:
+        """`transcripts`: where runs keep their conversations; the default, in this process's memory,
+        serves only workers that never share a run with another process (tests)."""
         self._llm = llm
         self._tools = tools
         self._default_model = default_model
@@ -151,17 +174,30 @@ class AgentActivities:
         self._user_monthly_budget = user_monthly_budget_usd
         self._user_monthly_budgets = dict(user_monthly_budgets_usd or {})
         metrics.init_model_cost(self._prices.model_ids)
+        windows = dict(context_windows or {})
+        self._transcripts = TranscriptSteps(
+            transcripts if transcripts is not None else MemoryTranscriptStore(),
+            lambda model: windows.get(model, DEFAULT_CONTEXT_WINDOW_TOKENS),
+        )
         # No redirects: the address check holds for the URL it checked, not for where a 3xx points.
         self._http = httpx.AsyncClient(timeout=httpx.Timeout(5.0), follow_redirects=False)
 
     @activity.defn(name="call_model")
     async def call_model(self, input: ModelCallInput) -> ModelResponse:
+        prepared: PreparedCall | None = None
+        if input.transcript is not None:
+            prepared = await self._prepare(input.transcript)
+            request = prepared.request
+        elif input.request is not None:
+            request = input.request
+        else:
+            raise ApplicationError("call_model: no request", type="bad_input", non_retryable=True)
         # What the run left open is this deployment's to fill (KRON_MODEL, KRON_MAX_TOKENS,
         # KRON_PROMPT_CACHE_TTL): settings are read here, never in the workflow.
-        request = input.request.model_copy(update={
-            "model": input.request.model or self._default_model,
-            "max_tokens": input.request.max_tokens or self._default_max_tokens,
-            "cache_ttl": input.request.cache_ttl or self._default_cache_ttl,
+        request = request.model_copy(update={
+            "model": request.model or self._default_model,
+            "max_tokens": request.max_tokens or self._default_max_tokens,
+            "cache_ttl": request.cache_ttl or self._default_cache_ttl,
         })
         month = month_of(datetime.now(UTC))  # the wall clock, here in the activity: recorded once
         if input.spend is not None:
@@ -209,6 +245,9 @@ class AgentActivities:
             entry = SpendEntry(model=model_id or model, cost_usd=response.cost_usd,
                                schedule_name=input.spend.schedule_name, task_id=input.spend.task_id)
             await self._record_spend(input.spend.user_id, month, entry)
+        if prepared is not None:
+            # A store failure here is retried with the step (the model is asked again).
+            response = await self._transcripts.finish(prepared, response)
         return response
 
     def monthly_budget_of(self, user_id: str) -> float | None:
@@ -278,6 +317,16 @@ class AgentActivities:
         except Exception as error:  # noqa: BLE001 - see the docstring
             log.warning("spend not recorded in the monthly ledger", exc_type=type(error).__name__)
 
+    async def _prepare(self, call: TranscriptRequest) -> PreparedCall:
+        """The full request from the transcript store. Content that is gone fails the run clearly
+        (non-retryable); a store that is unreachable is retried with the step."""
+        try:
+            return await self._transcripts.prepare(call, self._default_model)
+        except TranscriptMissing as missing:
+            metrics.MODEL_CALLS.labels(outcome=TRANSCRIPT_MISSING).inc()
+            log.error("transcript content missing", run_id=missing.run_id, sha256=missing.sha256)
+            raise ApplicationError(str(missing), type=TRANSCRIPT_MISSING, non_retryable=True) from None
+
     @activity.defn(name="list_tools")
     async def list_tools(self, input: ListToolsInput) -> list[dict[str, Any]]:
         try:
@@ -301,6 +350,20 @@ class AgentActivities:
         metrics.TOOL_CALLS.labels(outcome="error" if result.is_error else "ok").inc()
         log.info("tool call done", tool=input.call.name, is_error=result.is_error,
                  duration_seconds=round(result.duration_seconds, 4))
+        if input.transcript_id is not None:
+            return await self._store_tool_result(input.transcript_id, result)
+        return result
+
+    async def _store_tool_result(self, run_id: str, result: ToolResult) -> ToolResult:
+        """The result by reference. The call already ran, so a store that keeps failing must not
+        fail the step (an unsafe call would become "outcome unknown"): the result then goes inline."""
+        for attempt in range(1, TOOL_RESULT_STORE_ATTEMPTS + 1):
+            try:
+                return await self._transcripts.store_tool_result(run_id, result)
+            except Exception as exc:  # noqa: BLE001 - any store failure: try again, then inline
+                log.warning("storing a tool result failed", attempt=attempt, error=type(exc).__name__)
+                if attempt < TOOL_RESULT_STORE_ATTEMPTS:
+                    await asyncio.sleep(0.5 * attempt)
         return result
 
     @activity.defn(name="classify_tools")

@@ -7,6 +7,7 @@ SIGTERM/SIGINT drain the worker: it stops polling, lets in-flight steps finish f
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import sys
@@ -23,6 +24,7 @@ from kron.agent_core.settings import AgentSettings
 from kron.agent_core.tool_safety import ToolSafetyPolicy
 from kron.common.logging import configure_logging, get_logger
 from kron.common.ops import Health, serve_ops
+from kron.common.transcripts import TranscriptSettings, TranscriptStore, open_store
 from kron.worker.activities import AgentActivities
 from kron.worker.interceptors import LogContextInterceptor
 from kron.worker.settings import WorkerSettings
@@ -80,6 +82,17 @@ def build_worker(
     )
 
 
+async def sweep_transcripts(store: TranscriptStore, retention_days: float, interval_seconds: float) -> None:
+    """Delete the transcripts of runs over their retention, now and every interval. Every worker
+    sweeps: the deletes are idempotent, and no coordination is worth a second process."""
+    while True:
+        try:
+            await store.sweep(retention_days * 86400)
+        except Exception as exc:  # noqa: BLE001 - a failed sweep is tried again next interval
+            log.warning("transcript sweep failed", error=type(exc).__name__)
+        await asyncio.sleep(interval_seconds)
+
+
 async def run_worker(settings: WorkerSettings, agent: AgentSettings) -> None:
     # Signals first: a SIGTERM during start-up (e.g. a scale-in) must stop us, not be ignored.
     stop = asyncio.Event()
@@ -87,6 +100,8 @@ async def run_worker(settings: WorkerSettings, agent: AgentSettings) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     llm, tools = build_ports(settings, agent)
+    transcript_settings = TranscriptSettings()
+    transcripts = open_store(transcript_settings)
     activities = AgentActivities(
         llm,
         tools,
@@ -101,10 +116,18 @@ async def run_worker(settings: WorkerSettings, agent: AgentSettings) -> None:
         prices=price_table(settings),
         user_monthly_budget_usd=settings.user_monthly_budget_usd,
         user_monthly_budgets_usd=settings.user_monthly_budgets_usd,
+        transcripts=transcripts,
+        context_windows=settings.context_windows,
     )
     # /livez, /readyz and /metrics from the start: probes see "starting" while Temporal connects.
     health = Health(stall_seconds=settings.liveness_stall_seconds)
     with serve_ops(settings.metrics_port, settings.metrics_host, health) as ops:
+        # No temporalio ExternalStorage on top: conversation content, the only payloads that grow,
+        # is already out of history (kron.common.transcripts), and what is left is bounded by the
+        # contracts (goal and system prompt <= 32 kB, replies by max_tokens). Turning it on would
+        # also make every client that reads payloads (the gateway's results and queries, the
+        # scheduler, `temporal workflow show`) need the same driver and bucket credentials to see
+        # anything but a reference.
         client = await Client.connect(
             settings.temporal_address,
             namespace=settings.temporal_namespace,
@@ -112,7 +135,15 @@ async def run_worker(settings: WorkerSettings, agent: AgentSettings) -> None:
         )
         worker = build_worker(client, settings, activities)
         log.info("worker started", task_queue=settings.task_queue, temporal=settings.temporal_address,
-                 metrics_port=ops.port, demo_mode=settings.demo_mode, pid=os.getpid())
+                 metrics_port=ops.port, demo_mode=settings.demo_mode, pid=os.getpid(),
+                 transcript_store=transcript_settings.store)
+        sweeper = (
+            asyncio.create_task(sweep_transcripts(
+                transcripts, transcript_settings.retention_days, settings.transcript_sweep_interval_seconds
+            ))
+            if settings.transcript_sweep_interval_seconds > 0
+            else None
+        )
         async with health.watching(client), worker:
             health.started()
             # Tests and supervisors wait for this line on stdout before they count the worker as ready.
@@ -120,7 +151,12 @@ async def run_worker(settings: WorkerSettings, agent: AgentSettings) -> None:
             await stop.wait()
             health.draining()
             log.info("draining", grace_seconds=settings.drain_seconds)
+        if sweeper is not None:
+            sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweeper
         await activities.aclose()
+        await transcripts.aclose()
     log.info("worker stopped")
 
 

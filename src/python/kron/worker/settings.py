@@ -49,4 +49,10 @@ class WorkerSettings(BaseSettings):
     user_monthly_budgets_usd: dict[str, BudgetUsd] = Field(default_factory=dict)
     # Use the offline demo model and tools instead of Anthropic and Composio (local stack, demos).
     demo_mode: bool = False
+    # Context window per model name, JSON: {"claude-x": 1000000}. Others: 200,000 tokens. The
+    # context guard keeps each request (estimated as characters/4) plus max_tokens within it.
+    context_windows: dict[str, int] = Field(default_factory=dict)
+    # How often this worker deletes the transcripts of runs over their retention
+    # (KRON_TRANSCRIPT_RETENTION_DAYS). 0: never (e.g. an S3 lifecycle rule does it).
+    transcript_sweep_interval_seconds: float = Field(default=3600.0, ge=0)
 

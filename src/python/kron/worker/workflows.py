@@ -31,6 +31,7 @@ with workflow.unsafe.imports_passed_through():
         ModelResponse,
         ToolCall,
         ToolResult,
+        TranscriptRequest,
     )
     from kron.contracts import names
     from kron.contracts.models import (
@@ -84,6 +85,9 @@ TOOL_SAFETY_PATCH = "tool-safety-v1"
 HARD_CANCEL_PATCH = "hard-cancel-timer-v1"
 # USD budgets pause a run (and model calls carry the spend context for the monthly ledger).
 BUDGET_PAUSE_PATCH = "budget-pause-v1"
+# Runs started since keep their conversation in the transcript store and send references (see
+# kron.agent_core.transcript_steps); runs started before keep it inline, as their histories say.
+TRANSCRIPTS_PATCH = "transcripts-v1"
 # Tool input properties through which a tool accepts a caller's idempotency key.
 IDEMPOTENCY_KEY_FIELDS = ("idempotency_key", "idempotencyKey", "client_request_id", "request_id")
 
@@ -142,7 +146,13 @@ class AgentWorkflow:
             budget_soft_limit=input.budget_soft_limit,
         )
         self._budgets = workflow.patched(BUDGET_PAUSE_PATCH)
-        loop = self._loop = AgentLoop(limits, input.goal, input.checkpoint)
+        # A checkpoint carries its own kind of conversation; only a fresh run asks which to start.
+        transcript_id = (
+            workflow.info().workflow_id
+            if input.checkpoint is None and self._use_transcripts()
+            else None
+        )
+        loop = self._loop = AgentLoop(limits, input.goal, input.checkpoint, transcript_id=transcript_id)
         if self._cancel_requested:
             loop.request_cancel()
         self._status = RunStatus.RUNNING
@@ -167,8 +177,11 @@ class AgentWorkflow:
                     break
                 if isinstance(step, CallModel):
                     request = self._with_cache_ttl(input, step.request)
+                    spend = self._spend_context(input)
                     response = await self._call_model(
-                        ModelCallInput(request=request, spend=self._spend_context(input))
+                        ModelCallInput(transcript=request, spend=spend)
+                        if isinstance(request, TranscriptRequest)
+                        else ModelCallInput(request=request, spend=spend)
                     )
                     if isinstance(response, BudgetPause):  # a monthly budget: the ledger decides
                         if await self._pause(input, response, recheck_seconds=input.budget_recheck_seconds):
@@ -278,6 +291,9 @@ class AgentWorkflow:
         return self._loop.partial_result(self._status)
 
     # ---- steps ---------------------------------------------------------------------------------
+    def _use_transcripts(self) -> bool:
+        return workflow.patched(TRANSCRIPTS_PATCH)
+
     async def _list_tools(self, input: AgentRunInput) -> list[dict[str, object]]:
         return await workflow.execute_activity_method(
             AgentActivities.list_tools,
@@ -285,7 +301,9 @@ class AgentWorkflow:
             **LIST_TOOLS_STEP.as_kwargs(),
         )
 
-    def _with_cache_ttl(self, input: AgentRunInput, request: ModelRequest) -> ModelRequest:
+    def _with_cache_ttl(
+        self, input: AgentRunInput, request: ModelRequest | TranscriptRequest
+    ) -> ModelRequest | TranscriptRequest:
         """The run's cache TTL; or 1h, unasked, once the run has gone more than 5 min between two
         model calls (an approval, an unknown outcome, a slow tool, a pause). Deterministic: it
         reads workflow time only, and changes the activity's input, never the commands.
@@ -391,8 +409,13 @@ class AgentWorkflow:
 
     async def _execute_tool(self, input: AgentRunInput, turn: int, call: ToolCall) -> ToolResult:
         key = f"{workflow.info().workflow_id}/{turn}/{call.id}"
+        assert self._loop is not None
+        transcript = self._loop.state.transcript
         activity_input = ToolCallInput(
-            user_id=input.user_id, call=self._with_stable_key(call, key), idempotency_key=key
+            user_id=input.user_id,
+            call=self._with_stable_key(call, key),
+            idempotency_key=key,
+            transcript_id=transcript.id if transcript is not None else None,
         )
         if not workflow.patched(TOOL_SAFETY_PATCH) or (
             await self._safety_of(call.name) != ToolSafety.UNSAFE

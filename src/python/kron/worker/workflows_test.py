@@ -25,7 +25,9 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
+from kron.agent_core.transcript_steps import TranscriptSteps
 from kron.agent_core.types import ModelResponse, ToolResult
+from kron.common.transcripts import MemoryTranscriptStore
 from kron.contracts import names
 from kron.contracts.models import (
     AgentRunInput,
@@ -81,6 +83,7 @@ class Script:
     hang_model: bool = False  # call_model heartbeats until cancelled (for the hard cancel)
     cancelled_runs: list[str] = field(default_factory=list)
     model_called: asyncio.Event = field(default_factory=asyncio.Event)
+    transcripts: TranscriptSteps = field(default_factory=lambda: TranscriptSteps(MemoryTranscriptStore()))
 
     def activities(self) -> list[Any]:
         @activity.defn(name="call_model")
@@ -90,15 +93,21 @@ class Script:
                 activity.heartbeat()
                 await asyncio.sleep(0.1)
             self.model_turns += 1
+            # New runs send their conversation by reference: the real claim-check code assembles
+            # it from an in-memory store and stores the reply, as call_model does.
+            assert input.transcript is not None
+            prepared = await self.transcripts.prepare(input.transcript, "claude-test")
             if self.model_turns == 1:
-                return ModelResponse(
+                reply = ModelResponse(
                     content=[{"type": "tool_use", "id": "t1", "name": TOOL, "input": {"to": "sam"}}],
                     stop_reason="tool_use",
                 )
-            last = input.request.messages[-1]["content"][0]
-            return ModelResponse(
-                content=[{"type": "text", "text": f"saw: {last['content']}"}], stop_reason="end_turn"
-            )
+            else:
+                last = prepared.request.messages[-1]["content"][0]
+                reply = ModelResponse(
+                    content=[{"type": "text", "text": f"saw: {last['content']}"}], stop_reason="end_turn"
+                )
+            return await self.transcripts.finish(prepared, reply)
 
         @activity.defn(name="list_tools")
         async def list_tools(input: ListToolsInput) -> list[dict[str, Any]]:

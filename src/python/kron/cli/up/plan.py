@@ -118,6 +118,8 @@ def plan(
         "KRON_DEV_MODE": "true",
         # Webhook receivers of a local stack are local too (production refuses private addresses).
         "KRON_WEBHOOK_ALLOW_PRIVATE_NETWORKS": "true",
+        # Conversation content (kron.common.transcripts): the worker writes, the gateway deletes.
+        "KRON_TRANSCRIPT_DIR": str(db_file.parent / "transcripts"),
     }
     own = {
         "worker": {"KRON_METRICS_HOST": HOST, "KRON_METRICS_PORT": str(ports.worker_metrics),

@@ -29,7 +29,7 @@ from kron.contracts.models import (
     RunProgress,
     UnknownOutcomeDecision,
 )
-from kron.gateway.deps import CurrentUser, RequestId, Runs, State
+from kron.gateway.deps import CurrentUser, RequestId, Runs, State, Transcripts
 from kron.gateway.errors import ApiError, ToolkitNotConnectedBody, error_responses, validation_error
 from kron.gateway.metrics import DispatchOutcome
 from kron.gateway.run_limits import run_limit_errors
@@ -326,14 +326,20 @@ def _sse(event: str, data: str, *, event_id: str | None = None) -> str:
     responses=error_responses(401, 404, 409, 422, 503),
     summary="Cancel a task: gracefully, then for good after a grace period",
 )
-async def cancel_task(task_id: TaskIdPath, user: CurrentUser, state: State, runs: Runs) -> CancelAccepted:
+async def cancel_task(
+    task_id: TaskIdPath, user: CurrentUser, state: State, runs: Runs, transcripts: Transcripts
+) -> CancelAccepted:
     """The run gets a `cancel` signal (it stops after the step in flight, keeping a partial result);
     if it is still open after `KRON_CANCEL_GRACE_SECONDS` it cancels itself outright (a timer in the
-    run's own history: a gateway restart in between changes nothing)."""
+    run's own history: a gateway restart in between changes nothing). On a finished task it deletes
+    the task's transcript (its conversation content) and answers 409 `task_finished`."""
     handle, description = await runs.owned(task_id, user)
     execution = execution_state(description.status)
     if execution is not ExecutionState.RUNNING:
-        raise ApiError(409, "task_finished", "The task has already finished", execution_status=execution.value)
+        # A finished task's conversation goes now rather than at the retention sweep.
+        await transcripts.delete_run(task_id)
+        raise ApiError(409, "task_finished", "The task has already finished; its transcript is deleted",
+                       execution_status=execution.value)
     grace = state.settings.cancel_grace_seconds
     await runs.signal(handle, names.SIGNAL_CANCEL, CancelRequest(hard_cancel_after_seconds=grace))
     log.info("task cancel requested", task_id=task_id, user_id=user, grace_seconds=grace)
