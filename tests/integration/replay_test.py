@@ -4,12 +4,12 @@ flight fails here, before it reaches a worker.
 To add a history after an intentional, versioned change (`workflow.patched`):
     KRON_RECORD_HISTORY=1 KRON_RECORD_HISTORY_NAME=<name> pytest tests/integration/replay_test.py -k record_history
 Committed: agent_run_parallel_tools (before tool safety), agent_run_tool_safety (after; both keep
-the conversation inline), agent_run_transcripts (after transcripts-v1: references into the transcript
-store; recorded with KRON_RECORD_HISTORY_NAME=agent_run_transcripts), agent_run_cache_ttl_after_wait
+the conversation inline), agent_run_transcripts (the path new runs take: budget-pause-v1 and transcripts-v1,
+references into the transcript store; recorded with KRON_RECORD_HISTORY_NAME=agent_run_transcripts), agent_run_cache_ttl_after_wait
 (recorded by prompt_cache_test.py: a 1h cache after a 10-minute wait), agent_run_hard_cancel (the
 grace timer of a cancel, then the run cancelling itself; `-k record_hard_cancel` records it again),
 agent_run_budget_pause (a run paused at its USD budget, the budget raised by a signal, the run
-resumed to completion; `-k record_budget_pause`).
+resumed to completion, its conversation in the transcript store; `-k record_budget_pause`).
 """
 
 from __future__ import annotations
