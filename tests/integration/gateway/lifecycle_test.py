@@ -6,12 +6,14 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError
 
+from kron.common.transcripts import LocalTranscriptStore, TranscriptMissing
 from kron.contracts import names
 from kron.contracts.models import RunStatus
 from kron.gateway.app import create_app
@@ -132,3 +134,27 @@ async def test_the_hard_cancel_holds_when_the_gateway_that_accepted_it_is_gone(
     assert (await handle.describe()).status == WorkflowExecutionStatus.CANCELED
     assert time.monotonic() - started < 15  # not the 60 s model call
     assert await handle.query(names.QUERY_STATUS, result_type=RunStatus) == RunStatus.CANCELLED
+
+
+async def test_delete_of_a_finished_task_deletes_its_transcript(
+    gateway: Gateway, running_stack: Stack, tmp_path: Path
+) -> None:
+    user = unique_user()
+    toolkit = running_stack.add_step_tool(user_id=user)
+    running_stack.llm.responder = replies.scripted_agent(1, "NOTES_APPEND")
+    headers = await gateway.headers(user)
+    task_id = (await gateway.dispatch(user, toolkit=toolkit)).json()["task_id"]
+    await gateway.wait_until_terminal(user, task_id)
+    # The gateway's store, as the worker filled it for this run (the in-process worker here keeps
+    # its own transcripts in memory).
+    store = LocalTranscriptStore(tmp_path)
+    kept = await store.put(task_id, b'"the goal"')
+    other = await store.put("another-task", b'"not this one"')
+    gateway.app.state.gateway.transcripts = store
+
+    response = await gateway.http.delete(f"/tasks/{task_id}", headers=headers)
+    assert response.status_code == 409 and response.json()["error"] == "task_finished"
+    assert "transcript is deleted" in response.json()["detail"]
+    with pytest.raises(TranscriptMissing):
+        await LocalTranscriptStore(tmp_path).get(task_id, kept)  # a fresh store: no cache
+    assert await LocalTranscriptStore(tmp_path).get("another-task", other) == b'"not this one"'
