@@ -30,6 +30,7 @@ from kron.agent_core.types import (
     TranscriptRequest,
 )
 from kron.contracts.models import (
+    DEFAULT_MAX_ITERATIONS,
     AgentRunResult,
     ContentRef,
     Conversation,
@@ -76,7 +77,7 @@ PREVIEW_CHARS = 120
 class RunLimits:
     model: str
     max_tokens: int = 4096
-    max_iterations: int = 25  # model calls per run
+    max_iterations: int = DEFAULT_MAX_ITERATIONS  # model calls per run
     token_budget: int | None = None  # input + output tokens per run
     max_continuations: int = 2  # how often a max_tokens cut-off is continued before finishing
     system_prompt: str = DEFAULT_SYSTEM_PROMPT

@@ -23,7 +23,7 @@ from kron.agent_core.settings import AgentSettings
 from kron.agent_core.transcript_steps import TranscriptSteps
 from kron.agent_core.types import ModelCallError, ToolCall, ToolResult, TranscriptRequest
 from kron.common.transcripts import MemoryTranscriptStore, TranscriptMissing
-from kron.contracts.models import AgentRunResult, RunError, RunStatus
+from kron.contracts.models import DEFAULT_MAX_ITERATIONS, AgentRunResult, RunError, RunStatus
 
 StepCallback = Callable[[AgentLoop], None]
 
@@ -143,8 +143,8 @@ def main(argv: list[str] | None = None, out: TextIO = sys.stdout, err: TextIO = 
     run.add_argument("--toolkit", action="append", default=[], help="repeatable, e.g. github")
     run.add_argument("--user", default="local", help="user id whose tools are used")
     run.add_argument("--model", default=None)
-    run.add_argument("--max-iterations", type=int, default=25)
-    run.add_argument("--budget", type=int, default=None, help="token budget (input + output)")
+    run.add_argument("--max-iterations", type=int, default=DEFAULT_MAX_ITERATIONS)
+    run.add_argument("--budget", type=int, default=None, help="token budget (all input and output tokens)")
     run.add_argument("--demo", action="store_true", help="force the offline demo model and tools")
     run.add_argument("--json", action="store_true", help="print the result as JSON")
     args = parser.parse_args(argv)
