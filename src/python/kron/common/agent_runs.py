@@ -6,9 +6,10 @@ and the run input built from a request's optional fields.
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
-from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
+from temporalio.common import Priority, SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
 
 from kron.contracts import names
 from kron.contracts.models import DEFAULT_MAX_ITERATIONS, AgentRunInput, ApprovalPolicy
@@ -28,6 +29,20 @@ def task_id(unique_hex: str) -> str:
 
 def owner_search_attributes(user_id: str) -> TypedSearchAttributes:
     return TypedSearchAttributes([SearchAttributePair(OWNER_SEARCH_ATTRIBUTE, user_id)])
+
+
+# Temporal's limit on a fairness key (bytes).
+_MAX_FAIRNESS_KEY_BYTES = 64
+
+
+def run_priority(user_id: str, fairness_weight: float | None = None) -> Priority:
+    """A run's task-queue priority: its owner is its fairness key, so with fairness on (Temporal
+    `matching.enableFairness`) one user's backlog cannot starve another's; activities inherit it.
+    Longer user ids (up to 128 characters) become a digest."""
+    key = user_id
+    if len(key.encode()) > _MAX_FAIRNESS_KEY_BYTES:
+        key = "sha256:" + hashlib.sha256(user_id.encode()).hexdigest()[:48]
+    return Priority(fairness_key=key, fairness_weight=fairness_weight)
 
 
 def quote_literal(value: str) -> str:

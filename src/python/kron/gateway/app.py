@@ -28,6 +28,7 @@ from kron.gateway.ratelimit import TokenBucketLimiter
 from kron.gateway.routers import auth, health, schedules, tasks, usage
 from kron.gateway.settings import GatewaySettings, get_settings
 from kron.gateway.state import GatewayState
+from kron.gateway.tokens import make_verifier
 
 log = get_logger(__name__)
 
@@ -70,6 +71,7 @@ def create_app(
         ),
         cursors=CursorCodec(settings.jwt_secret.get_secret_value().encode()),
         transcripts=open_store(TranscriptSettings()),
+        verifier=make_verifier(settings),
     )
 
     @asynccontextmanager
@@ -83,7 +85,7 @@ def create_app(
         state.preflight.warm_up()
         log.info("gateway started", temporal=settings.temporal_address, task_queue=settings.task_queue,
                  dev_mode=settings.dev_mode, preflight=state.preflight.enabled,
-                 identity_stand_in=settings.token_endpoint_active)  # not "token*": logging redacts those keys
+                 identity_stand_in=settings.token_endpoint_active, oidc_issuer=settings.oidc_issuer)  # not "token*": logging redacts those keys
         try:
             yield
         finally:

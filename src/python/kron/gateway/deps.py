@@ -1,7 +1,8 @@
 """Dependencies shared by the routers, as `Annotated` aliases.
 
-Identity: `CurrentUser` is the verified `sub` of the bearer token, checked here and only here
-(`tokens.verify_token`), so an OIDC/JWKS verifier can replace it without touching a route.
+Identity: `Caller` is who the bearer token says the caller is (user id and roles), checked here and
+only here (the app's `tokens.TokenVerifier`: OIDC/JWKS or HS256 by the settings); `CurrentUser` is
+its user id, for routes that act for the caller only.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from kron.gateway.errors import ApiError, unauthorized
 from kron.gateway.runs import RunStore
 from kron.gateway.settings import GatewaySettings
 from kron.gateway.state import GatewayState
-from kron.gateway.tokens import InvalidToken, verify_token
+from kron.gateway.tokens import Identity, IdentityProviderUnavailable, InvalidToken
 
 # Dependencies are `async def` although they do not await: FastAPI runs plain `def` dependencies in
 # its thread pool, a thread hop per request for nothing.
@@ -71,16 +72,27 @@ async def get_transcript_store(state: State) -> TranscriptStore:
 Transcripts = Annotated[TranscriptStore, Depends(get_transcript_store)]
 
 
-async def current_user(
+async def current_identity(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-    settings: Settings,
-) -> str:
+    state: State,
+) -> Identity:
     if credentials is None:
         raise unauthorized("missing_token", "Send a bearer token: Authorization: Bearer <token>")
     try:
-        return verify_token(credentials.credentials, settings)
+        return await state.verifier.verify(credentials.credentials)
     except InvalidToken as invalid:
         raise unauthorized(invalid.error, invalid.detail) from None
+    except IdentityProviderUnavailable:
+        raise ApiError(503, "identity_provider_unavailable",
+                       "The identity provider cannot be reached to check this token; try again shortly",
+                       headers={"Retry-After": "5"}) from None
+
+
+Caller = Annotated[Identity, Depends(current_identity)]
+
+
+async def current_user(caller: Caller) -> str:
+    return caller.user_id
 
 
 CurrentUser = Annotated[str, Depends(current_user)]

@@ -2,7 +2,9 @@
 through queries and descriptions. The workflow is only ever addressed by its string names.
 
 Ownership is the `KronUserId` search attribute set when a run starts: listing filters on it in the
-visibility query, and reading a task checks it from the description. Never the task id.
+visibility query, and reading a task checks it from the description. Never the task id. An admin
+(`Identity.is_admin`) passes the ownership check for the actions routes allow admins (`owned` with
+the caller's `Identity`), and every such access to another user's run is logged with who did it.
 
 `RunStore` holds the client and the deadlines (Temporal calls, queries that need a worker) so the
 routes pass neither; what a task's status is, from what this reads, is `task_view`.
@@ -35,6 +37,7 @@ from kron.contracts.models import AgentRunInput, AgentRunResult, RunProgress, Ru
 from kron.gateway.errors import ApiError, not_found
 from kron.gateway.schemas import ExecutionState, TaskDetail, TaskSummary
 from kron.gateway.task_view import needs_result, task_view
+from kron.gateway.tokens import Identity
 
 log = get_logger(__name__)
 
@@ -138,7 +141,9 @@ class RunStore:
 
     # --- starting
 
-    async def start(self, run_input: AgentRunInput, *, idempotency_key: str | None) -> tuple[str, RunStatus, bool]:
+    async def start(
+        self, run_input: AgentRunInput, *, idempotency_key: str | None, fairness_weight: float | None = None
+    ) -> tuple[str, RunStatus, bool]:
         """Start the run; returns (task id, status, replayed).
 
         With an idempotency key the task id derives from (user, key) and Temporal does the
@@ -161,6 +166,7 @@ class RunStore:
                 ),
                 search_attributes=agent_runs.owner_search_attributes(user_id),
                 memo=agent_runs.run_memo(run_input, fingerprint=fingerprint, attempt=attempt),
+                priority=agent_runs.run_priority(user_id, fairness_weight),
                 rpc_timeout=self.rpc_timeout,
             )
         except WorkflowAlreadyStartedError:
@@ -196,8 +202,14 @@ class RunStore:
         await pages.fetch_next_page()
         return [await summary(execution) for execution in pages.current_page or []], pages.next_page_token
 
-    async def owned(self, task_id: str, user_id: str) -> tuple[RunHandle, WorkflowExecutionDescription]:
-        """The task's handle and description, or 404 when it does not exist or is someone else's."""
+    async def owned(
+        self, task_id: str, caller: str | Identity, *, action: str = "read"
+    ) -> tuple[RunHandle, WorkflowExecutionDescription]:
+        """The task's handle and description, or 404 when it does not exist or is someone else's.
+
+        `caller`: the user id (owners only), or the caller's `Identity` where an admin may `action`
+        any user's run (the route's verb, for the log line every such admin access writes)."""
+        user_id = caller if isinstance(caller, str) else caller.user_id
         handle = self.client.get_workflow_handle(task_id, result_type=AgentRunResult)
         try:
             description = await self.describe(handle)
@@ -206,8 +218,12 @@ class RunStore:
                 raise not_found() from None
             raise
         owner = description.typed_search_attributes.get(OWNER_SEARCH_ATTRIBUTE)
-        if owner != user_id or description.workflow_type != names.AGENT_WORKFLOW:
-            raise not_found()  # the same answer as "no such task": ids are not an oracle
+        if description.workflow_type != names.AGENT_WORKFLOW:
+            raise not_found()
+        if owner != user_id:
+            if isinstance(caller, str) or not caller.is_admin:
+                raise not_found()  # the same answer as "no such task": ids are not an oracle
+            log.info("admin action", admin=user_id, action=action, task_id=task_id, owner=owner)
         return handle, description
 
     async def describe(self, handle: RunHandle) -> WorkflowExecutionDescription:

@@ -12,7 +12,11 @@ from functools import lru_cache
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from kron.common.user_limits import LimitOverrides, UserLimits
 from kron.contracts.names import AGENT_TASK_QUEUE
+
+# Signature algorithms an OIDC provider's tokens may use: asymmetric only (no HS*, no `none`).
+OIDC_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "ES256", "ES384", "EdDSA")
 
 # Only good for a laptop: anyone who reads this file can mint tokens with it.
 PLACEHOLDER_JWT_SECRET = "kron-dev-placeholder-jwt-secret-never-use-in-production"
@@ -46,6 +50,23 @@ class GatewaySettings(BaseSettings):
     jwt_audience: str = "kron-api"
     jwt_ttl_seconds: int = Field(default=3600, ge=60, le=7 * 24 * 3600)
     jwt_leeway_seconds: int = Field(default=5, ge=0, le=300)
+    # Identity from an OpenID provider (kron.gateway.tokens.OidcVerifier): set the issuer and every
+    # token must be signed by a key in its JWKS (discovery → jwks_uri) with an asymmetric algorithm,
+    # for this audience; HS256 tokens are then refused. Unset: HS256 tokens signed with jwt_secret.
+    oidc_issuer: str | None = None
+    oidc_audience: str | None = None  # required with oidc_issuer (the API's identifier at the provider)
+    oidc_algorithms: list[str] = Field(default_factory=lambda: ["RS256", "ES256", "EdDSA"])
+    # A token signed by a key id not in the cached JWKS refetches it, at most this often.
+    oidc_jwks_refetch_seconds: float = Field(default=30.0, ge=0, le=3600)
+    # Cached keys are refreshed when older than this (kept if the provider cannot be reached).
+    oidc_jwks_max_age_seconds: float = Field(default=600.0, gt=0, le=86400)
+    oidc_http_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+    # Which claim names the user, and which holds roles (a list or a space-separated string; a
+    # dotted path reaches into objects, e.g. Keycloak's `realm_access.roles`). Both token kinds.
+    user_id_claim: str = Field(default="sub", min_length=1, max_length=128)
+    roles_claim: str = Field(default="roles", min_length=1, max_length=128)
+    # The role value (in roles_claim) that makes a caller a kron admin; no role claim: a user.
+    admin_role_value: str = Field(default="admin", min_length=1, max_length=128)
     # POST /auth/token is a stand-in for a real identity provider: on in dev mode, off otherwise
     # unless this says so.
     token_endpoint_enabled: bool | None = None
@@ -68,9 +89,14 @@ class GatewaySettings(BaseSettings):
     max_connections: int = Field(default=1000, ge=1)
     max_header_bytes: int = Field(default=16 * 1024, ge=1024, le=1024 * 1024)
 
-    # Per-user token bucket for dispatches: `dispatch_burst` at once, refilled at this rate.
+    # Per-user limits (kron.common.user_limits): these defaults, overridden per role and per user
+    # by user_limits (KRON_USER_LIMITS, JSON). Dispatches: a token bucket of `dispatch_burst`,
+    # refilled at this rate; event streams open at once; share of the task queue under a backlog.
     dispatch_rate_per_second: float = Field(default=1.0, gt=0)
     dispatch_burst: int = Field(default=10, ge=1)
+    max_streams: int = Field(default=10, ge=1)
+    fairness_weight: float = Field(default=1.0, gt=0, le=1000)
+    user_limits: LimitOverrides = Field(default_factory=LimitOverrides)
 
     # DELETE /tasks/{id}: a graceful `cancel` signal, then a hard cancel after this long.
     cancel_grace_seconds: float = Field(default=30.0, ge=0, le=3600)
@@ -105,6 +131,26 @@ class GatewaySettings(BaseSettings):
             raise ValueError(f"not a regular expression: {error}") from None
         return pattern
 
+    @field_validator("oidc_algorithms")
+    @classmethod
+    def _asymmetric_only(cls, algorithms: list[str]) -> list[str]:
+        refused = [a for a in algorithms if a not in OIDC_ALGORITHMS]
+        if refused or not algorithms:
+            raise ValueError(f"OIDC algorithms must be some of {', '.join(OIDC_ALGORITHMS)} (not {refused})")
+        return algorithms
+
+    @model_validator(mode="after")
+    def _oidc_complete(self) -> GatewaySettings:
+        if self.oidc_issuer is None:
+            return self
+        if not self.oidc_issuer.startswith(("https://", "http://")):
+            raise ValueError("KRON_OIDC_ISSUER must be the provider's http(s) URL")
+        if not self.oidc_audience:
+            raise ValueError("KRON_OIDC_AUDIENCE is required with KRON_OIDC_ISSUER (the API's identifier)")
+        if self.token_endpoint_enabled:
+            raise ValueError("KRON_TOKEN_ENDPOINT_ENABLED issues HS256 tokens, which an OIDC gateway refuses")
+        return self
+
     @model_validator(mode="after")
     def _refuse_unsafe_production(self) -> GatewaySettings:
         if self.dev_mode:
@@ -126,7 +172,21 @@ class GatewaySettings(BaseSettings):
 
     @property
     def token_endpoint_active(self) -> bool:
+        if self.oidc_issuer is not None:
+            return False  # it would issue HS256 tokens
         return self.dev_mode if self.token_endpoint_enabled is None else self.token_endpoint_enabled
+
+    @property
+    def default_limits(self) -> UserLimits:
+        return UserLimits(
+            dispatch_rate_per_second=self.dispatch_rate_per_second,
+            dispatch_burst=self.dispatch_burst,
+            max_streams=self.max_streams,
+            fairness_weight=self.fairness_weight,
+        )
+
+    def limits_for(self, user_id: str, roles: frozenset[str]) -> UserLimits:
+        return self.user_limits.resolve(self.default_limits, user_id, roles)
 
     @property
     def model_regex(self) -> re.Pattern[str]:

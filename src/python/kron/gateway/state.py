@@ -4,7 +4,7 @@ tasks: Temporal is the only store. Routes get it (and its parts) through `deps`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 from temporalio.client import Client
@@ -14,9 +14,11 @@ from kron.common.transcripts import TranscriptStore
 from kron.gateway.cursors import CursorCodec
 from kron.gateway.metrics import GatewayMetrics
 from kron.gateway.preflight import Preflight
-from kron.gateway.ratelimit import TokenBucketLimiter
+from kron.gateway.ratelimit import ConcurrencyLimiter, TokenBucketLimiter
 from kron.gateway.runs import RunStore
 from kron.gateway.settings import GatewaySettings
+from kron.gateway.tokens import Identity, TokenVerifier
+from kron.common.user_limits import UserLimits
 
 
 @dataclass
@@ -30,10 +32,18 @@ class GatewayState:
     # Where runs keep their conversations (`KRON_TRANSCRIPT_*`, as the worker reads them): the
     # gateway only deletes from it.
     transcripts: TranscriptStore
+    # Checks bearer tokens (kron.gateway.tokens): OIDC/JWKS or HS256, by the settings.
+    verifier: TokenVerifier
+    # Event streams open per user (GET /tasks/{id}/events), against their `max_streams`.
+    streams: ConcurrencyLimiter = field(default_factory=ConcurrencyLimiter)
     # Set by `attach` once Temporal is connected (the lifespan); None until then (routes answer 503).
     client: Client | None = None
     runs: RunStore | None = None
     schedules: ScheduleStore | None = None
+
+    def limits(self, caller: Identity) -> UserLimits:
+        """The caller's per-user limits (settings defaults, role and user overrides)."""
+        return self.settings.limits_for(caller.user_id, caller.roles)
 
     def attach(self, client: Client) -> None:
         rpc_timeout = timedelta(seconds=self.settings.temporal_rpc_timeout_seconds)
@@ -51,3 +61,4 @@ class GatewayState:
     async def aclose(self) -> None:
         await self.preflight.aclose()
         await self.transcripts.aclose()
+        await self.verifier.aclose()

@@ -8,7 +8,7 @@ import json
 import math
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Path, Query, Response
@@ -29,7 +29,7 @@ from kron.contracts.models import (
     RunProgress,
     UnknownOutcomeDecision,
 )
-from kron.gateway.deps import CurrentUser, RequestId, Runs, State, Transcripts
+from kron.gateway.deps import Caller, CurrentUser, RequestId, Runs, State, Transcripts
 from kron.gateway.errors import ApiError, ToolkitNotConnectedBody, error_responses, validation_error
 from kron.gateway.metrics import DispatchOutcome
 from kron.gateway.run_limits import run_limit_errors
@@ -97,7 +97,7 @@ _PREFLIGHT_OUTCOMES = {
 )
 async def dispatch(
     body: DispatchRequest,
-    user: CurrentUser,
+    caller: Caller,
     state: State,
     runs: Runs,
     request_id: RequestId,
@@ -105,13 +105,16 @@ async def dispatch(
     idempotency_key: IdempotencyKey = None,
 ) -> DispatchAccepted:
     settings, metrics = state.settings, state.metrics
+    user, limits = caller.user_id, state.limits(caller)
     try:
         run_input = _run_input(body, user, settings, request_id)
     except ApiError:
         metrics.dispatched(DispatchOutcome.INVALID)
         raise
 
-    wait_seconds = state.dispatch_limiter.acquire(user)
+    wait_seconds = state.dispatch_limiter.acquire(
+        user, rate_per_second=limits.dispatch_rate_per_second, burst=limits.dispatch_burst
+    )
     if wait_seconds > 0:
         metrics.dispatched(DispatchOutcome.RATE_LIMITED)
         retry_after = max(1, math.ceil(wait_seconds))
@@ -130,7 +133,9 @@ async def dispatch(
         raise
 
     try:
-        task_id, status, replayed = await runs.start(run_input, idempotency_key=idempotency_key)
+        task_id, status, replayed = await runs.start(
+            run_input, idempotency_key=idempotency_key, fairness_weight=limits.fairness_weight
+        )
     except RPCError:
         metrics.dispatched(DispatchOutcome.TEMPORAL_ERROR)
         raise
@@ -215,8 +220,8 @@ async def list_tasks(
     responses=error_responses(401, 404, 422, 503),
     summary="A task's status, steps, usage and result",
 )
-async def get_task(task_id: TaskIdPath, user: CurrentUser, runs: Runs) -> TaskDetail:
-    handle, description = await runs.owned(task_id, user)
+async def get_task(task_id: TaskIdPath, caller: Caller, runs: Runs) -> TaskDetail:
+    handle, description = await runs.owned(task_id, caller)  # an admin may read any run
     return await runs.read(handle, description)
 
 
@@ -227,23 +232,27 @@ async def get_task(task_id: TaskIdPath, user: CurrentUser, runs: Runs) -> TaskDe
     "/{task_id}/events",
     operation_id="stream_task_events",
     response_class=StreamingResponse,
-    responses={**_SSE_RESPONSE, **error_responses(401, 404, 422, 503)},
+    responses={**_SSE_RESPONSE, **error_responses(401, 404, 422, 429, 503)},
     summary="Follow a task as Server-Sent Events",
 )
 async def stream_task_events(
     task_id: TaskIdPath,
-    user: CurrentUser,
+    caller: Caller,
     state: State,
     runs: Runs,
     last_event_id: LastEventId = None,
 ) -> StreamingResponse:
     """Every completed step once (`Last-Event-ID` resumes after that step), status changes, then
-    `end` when the run reaches a terminal state."""
+    `end` when the run reaches a terminal state. At most `max_streams` open per user (429)."""
     # Ownership is checked before the stream starts, so a wrong id is a plain JSON 404.
-    handle, description = await runs.owned(task_id, user)
+    handle, description = await runs.owned(task_id, caller, action="follow")
     resume_after = int(last_event_id) if last_event_id and _ASCII_INDEX.fullmatch(last_event_id) else -1
+    if not state.streams.try_acquire(caller.user_id, state.limits(caller).max_streams):
+        raise ApiError(429, "too_many_streams", "Too many open event streams; close one first",
+                       headers={"Retry-After": "5"})
+    events = _task_events(runs, handle, description, state.settings, resume_after)
     return StreamingResponse(
-        _until_temporal_fails(_task_events(runs, handle, description, state.settings, resume_after)),
+        _released(_until_temporal_fails(events), lambda: state.streams.release(caller.user_id)),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
@@ -310,6 +319,15 @@ async def _until_temporal_fails(events: AsyncIterator[str]) -> AsyncIterator[str
         yield _sse("error", json.dumps(detail))
 
 
+async def _released(events: AsyncIterator[str], release: Callable[[], None]) -> AsyncIterator[str]:
+    """The stream's slot is given back however it ends (finished, client gone, error)."""
+    try:
+        async for event in events:
+            yield event
+    finally:
+        release()
+
+
 def _sse(event: str, data: str, *, event_id: str | None = None) -> str:
     head = f"id: {event_id}\n" if event_id is not None else ""
     return f"{head}event: {event}\ndata: {data}\n\n"
@@ -327,13 +345,14 @@ def _sse(event: str, data: str, *, event_id: str | None = None) -> str:
     summary="Cancel a task: gracefully, then for good after a grace period",
 )
 async def cancel_task(
-    task_id: TaskIdPath, user: CurrentUser, state: State, runs: Runs, transcripts: Transcripts
+    task_id: TaskIdPath, caller: Caller, state: State, runs: Runs, transcripts: Transcripts
 ) -> CancelAccepted:
     """The run gets a `cancel` signal (it stops after the step in flight, keeping a partial result);
     if it is still open after `KRON_CANCEL_GRACE_SECONDS` it cancels itself outright (a timer in the
     run's own history: a gateway restart in between changes nothing). On a finished task it deletes
-    the task's transcript (its conversation content) and answers 409 `task_finished`."""
-    handle, description = await runs.owned(task_id, user)
+    the task's transcript (its conversation content) and answers 409 `task_finished`. An admin may
+    cancel any user's task."""
+    handle, description = await runs.owned(task_id, caller, action="cancel")
     execution = execution_state(description.status)
     if execution is not ExecutionState.RUNNING:
         # A finished task's conversation goes now rather than at the retention sweep.
@@ -342,7 +361,7 @@ async def cancel_task(
                        execution_status=execution.value)
     grace = state.settings.cancel_grace_seconds
     await runs.signal(handle, names.SIGNAL_CANCEL, CancelRequest(hard_cancel_after_seconds=grace))
-    log.info("task cancel requested", task_id=task_id, user_id=user, grace_seconds=grace)
+    log.info("task cancel requested", task_id=task_id, user_id=caller.user_id, grace_seconds=grace)
     return CancelAccepted(task_id=task_id, hard_cancel_after_seconds=grace)
 
 
