@@ -45,7 +45,11 @@ def _errors_then_tail(output: str) -> str:
 class TemporalDevServer:
     """Starts and stops one dev server process; only the process it started is ever signalled."""
 
-    def __init__(self, db_file: str | None = None, port: int | None = None) -> None:
+    def __init__(
+        self, db_file: str | None = None, port: int | None = None, dynamic_config: list[str] | None = None
+    ) -> None:
+        """`dynamic_config`: KEY=VALUE entries over kron's own (TEMPORAL_DYNAMIC_CONFIG: task-queue
+        fairness on, one partition per queue), e.g. `matching.enableFairness=false`."""
         self._tmp = tempfile.mkdtemp(prefix="kron-temporal-")
         self.db_file = db_file or os.path.join(self._tmp, "temporal.sqlite")
         self.port = port or free_port()
@@ -53,6 +57,7 @@ class TemporalDevServer:
         self.binary = find_temporal_binary(None, os.environ)
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path = os.path.join(self._tmp, "server.log")
+        self.dynamic_config = list(dynamic_config or [])
 
     def start(self, timeout: float = 30.0) -> TemporalDevServer:
         attempt = 1
@@ -72,7 +77,7 @@ class TemporalDevServer:
     def _launch(self) -> None:
         # No fsync at all: a test server's data outlives no machine crash.
         args = temporal_dev_args(self.binary, port=self.port, db_file=self.db_file, ui_port=free_port(),
-                                 headless=True, sqlite_synchronous="off")
+                                 headless=True, sqlite_synchronous="off", dynamic_config=self.dynamic_config)
         env = dict(os.environ, TEMPORAL_VERSION_CHECK_DISABLED="1")
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(args, stdout=log, stderr=log, env=env,

@@ -16,6 +16,7 @@ from kron.cli.up.ports import HOST
 from kron.contracts.names import SEARCH_ATTRIBUTE_USER
 
 TEMPORAL_START_ATTEMPTS = 3
+FAIRNESS_CONFIG_KEY = "matching.enableFairness"
 # Temporal's dynamic config for the local stack, unless --temporal-dynamic-config sets the key.
 TEMPORAL_DYNAMIC_CONFIG = {
     # The history service reads new transfer tasks (a workflow task to dispatch, an activity to
@@ -26,6 +27,13 @@ TEMPORAL_DYNAMIC_CONFIG = {
     # Backlog gauges (approximate_backlog_count/_age_seconds: the dashboard's queue panels) every 5 s
     # rather than every minute: a local stack's queues change in seconds.
     "matching.backlogMetricsEmitInterval": '"5s"',
+    # Task-queue fairness: runs carry their owner as fairness key (kron.common.agent_runs
+    # .run_priority), so a user with a backlog of hundreds of runs does not make everyone else wait
+    # behind it (bench/fairness.py). One partition per queue: fairness holds within a partition,
+    # and one dev server needs no more.
+    FAIRNESS_CONFIG_KEY: "true",
+    "matching.numTaskqueueReadPartitions": "1",
+    "matching.numTaskqueueWritePartitions": "1",
 }
 
 
