@@ -11,9 +11,10 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -24,6 +25,7 @@ from temporalio.client import Client
 
 from kron.gateway.app import create_app
 from kron.gateway.settings import GatewaySettings
+from kron_testing.oidc_provider import OidcProvider
 from kron_testing.polling import eventually as eventually  # re-exported to the tests here
 from kron_testing.temporal_server import TemporalDevServer
 
@@ -135,3 +137,29 @@ async def served_gateway(gateway: Gateway) -> AsyncIterator[Gateway]:
         yield Gateway(gateway.app, http, gateway.settings)
     server.should_exit = True
     await serving
+
+
+# --- identity from a real OpenID provider (kron_testing.oidc_provider)
+
+
+@pytest.fixture
+def provider(tmp_path: Path) -> Iterator[OidcProvider]:
+    """A provider on loopback; account `root-admin` has the admin role (and another)."""
+    with OidcProvider(tmp_path / "oidc", roles={"root-admin": ["admin", "ops"]}) as started:
+        yield started
+
+
+async def oidc_gateway(make_gateway: GatewayFactory, provider: OidcProvider, **overrides: Any) -> Gateway:
+    """A gateway whose tokens come from `provider` (HS256 and /auth/token off)."""
+    values: dict[str, Any] = {
+        "oidc_issuer": provider.issuer,
+        "oidc_audience": provider.audience,
+        "token_endpoint_enabled": None,
+        "oidc_jwks_refetch_seconds": 0,  # every unknown key id may refetch (rotation tests)
+    }
+    values.update(overrides)
+    return await make_gateway(**values)
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}

@@ -15,7 +15,6 @@ import hashlib
 import hmac
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,28 +25,7 @@ from kron_testing import fake_anthropic as replies
 from kron_testing.oidc_provider import OidcProvider, ec_key, ed_key, private_jwk, rsa_key
 
 from ..conftest import Stack
-from .conftest import Gateway, GatewayFactory, unique_user
-
-
-@pytest.fixture
-def provider(tmp_path: Path) -> Iterator[OidcProvider]:
-    with OidcProvider(tmp_path / "oidc", roles={"root-admin": ["admin", "ops"]}) as started:
-        yield started
-
-
-async def oidc_gateway(make_gateway: GatewayFactory, provider: OidcProvider, **overrides: Any) -> Gateway:
-    values: dict[str, Any] = {
-        "oidc_issuer": provider.issuer,
-        "oidc_audience": provider.audience,
-        "token_endpoint_enabled": None,
-        "oidc_jwks_refetch_seconds": 0,  # every unknown key id may refetch (rotation tests)
-    }
-    values.update(overrides)
-    return await make_gateway(**values)
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
+from .conftest import Gateway, GatewayFactory, bearer, oidc_gateway, unique_user
 
 
 def _claims(provider: OidcProvider, **overrides: Any) -> dict[str, Any]:

@@ -130,7 +130,7 @@ class Api:
                 raise CliError(
                     "no_token",
                     f"{self.base_url} does not issue tokens (POST /auth/token is off outside dev mode): "
-                    "set KRON_TOKEN to a token from your identity provider",
+                    "sign in with `kron login`, or set KRON_TOKEN to a token from your identity provider",
                 ) from None
             raise
         token = CachedToken(str(body["access_token"]), user, time.time() + float(body.get("expires_in", 0)))

@@ -5,11 +5,13 @@
     kron tasks [--status S] · kron task ID · kron follow ID · kron cancel ID
     kron approve|deny ID [--reason R] · kron resolve ID retry|skip|abort
     kron schedules list|create|update|get|delete|suspend|resume|trigger|runs ...
-    kron token [--user U]
+    kron login [--issuer URL --client-id ID [--audience A] | --token T] · kron token [--user U]
 
 Gateway: --gateway, else $KRON_GATEWAY_URL, else the running `kron up`'s, else http://127.0.0.1:8080.
-Token: $KRON_TOKEN, else the cached one (~/.config/kron/tokens.json), else one from POST /auth/token
-(dev-mode gateways such as `kron up`'s) for --user / $KRON_USER / your login name.
+Token: $KRON_TOKEN, else the cached one (~/.config/kron/tokens.json: `kron login` puts it there), else
+one from POST /auth/token (dev-mode gateways such as `kron up`'s) for --user / $KRON_USER / your login
+name. `kron login` signs in at the gateway's OpenID provider (device flow; --issuer, --client-id,
+--audience or $KRON_LOGIN_ISSUER, $KRON_LOGIN_CLIENT_ID, $KRON_LOGIN_AUDIENCE).
 
 Errors are printed as `error: <error>: <detail>` with exit code 1 (2: bad usage). `run --wait` and
 `follow` exit 0 only when the run completed.
@@ -31,6 +33,7 @@ import httpx
 from kron.cli import render
 from kron.cli.api import Api, CliError, check_user_id, default_user
 from kron.cli.config import TOKEN_FILE, TokenCache, config_dir, gateway_url
+from kron.cli.login import DeviceLogin, cached_token
 from kron.contracts.models import UnknownOutcomeAction
 from kron.contracts.schedules import ConcurrencyPolicy
 
@@ -94,6 +97,36 @@ def cmd_token(ctx: Context) -> int:
     token = ctx.api.issue_token(user)
     ctx.print(token.access_token)
     ctx.note(f"token for {token.user} at {ctx.api.base_url} cached in {ctx.api.cache.path}")
+    return EXIT_OK
+
+
+def cmd_login(ctx: Context) -> int:
+    """Sign in for this gateway: a token given as is, the OIDC device flow, or (no issuer) a
+    dev-mode token. Cached for the gateway either way."""
+    a = ctx.args
+    if a.token:
+        given = sys.stdin.readline().strip() if a.token == "-" else a.token
+        token = cached_token(given)
+    else:
+        issuer = a.issuer or ctx.environ.get("KRON_LOGIN_ISSUER")
+        if not issuer:
+            token = ctx.api.issue_token(ctx.api.user or default_user(ctx.environ))
+            ctx.note(f"signed in as {token.user} with a dev-mode token (no --issuer)")
+            return EXIT_OK
+        client_id = a.client_id or ctx.environ.get("KRON_LOGIN_CLIENT_ID")
+        if not client_id:
+            raise CliError("usage", "--client-id (or $KRON_LOGIN_CLIENT_ID): the CLI's client at the provider",
+                           exit_code=EXIT_USAGE)
+        with httpx.Client(timeout=30.0, transport=ctx.transport) as http:
+            login = DeviceLogin(issuer, client_id, http=http, scope=a.scope,
+                                audience=a.audience or ctx.environ.get("KRON_LOGIN_AUDIENCE"))
+            authorization, token_endpoint = login.start()
+            where = authorization.verification_uri_complete or authorization.verification_uri
+            ctx.note(f"To sign in, open {where}\nand confirm the code {authorization.user_code}")
+            body = login.wait_for_token(authorization, token_endpoint)
+        token = cached_token(str(body["access_token"]), expires_in=float(body.get("expires_in") or 0))
+    ctx.api.cache.put(ctx.api.base_url, token)
+    ctx.note(f"signed in as {token.user} at {ctx.api.base_url} (token cached in {ctx.api.cache.path})")
     return EXIT_OK
 
 
@@ -396,6 +429,12 @@ def build_parser() -> argparse.ArgumentParser:
         sub.set_defaults(handler=handler)
         return sub
 
+    login = command("login", cmd_login, "sign in at the gateway's OpenID provider (device flow) or cache a token")
+    login.add_argument("--issuer", metavar="URL", help="the provider (default: $KRON_LOGIN_ISSUER; none: dev token)")
+    login.add_argument("--client-id", metavar="ID", help="the CLI's public client (default: $KRON_LOGIN_CLIENT_ID)")
+    login.add_argument("--audience", metavar="AUD", help="the gateway's API identifier (default: $KRON_LOGIN_AUDIENCE)")
+    login.add_argument("--scope", default="openid", help="scopes to ask for (default: openid)")
+    login.add_argument("--token", metavar="TOKEN", help="cache this token instead (`-`: read it from stdin)")
     command("token", cmd_token, "get a token from a dev-mode gateway (POST /auth/token), cache and print it")
 
     run = command("run", cmd_run, "start an agent run (POST /tasks/dispatch)")

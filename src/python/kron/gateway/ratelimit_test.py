@@ -1,6 +1,8 @@
 from __future__ import annotations
 
-from kron.gateway.ratelimit import TokenBucketLimiter
+import pytest
+
+from kron.gateway.ratelimit import ConcurrencyLimiter, TokenBucketLimiter
 
 
 class FakeClock:
@@ -29,3 +31,23 @@ def test_idle_full_buckets_are_forgotten_past_max_keys() -> None:
     clock.now += 5  # every bucket refilled
     limiter.acquire("newcomer")
     assert len(limiter._buckets) == 1
+
+
+def test_a_call_may_name_its_keys_own_rate_and_burst() -> None:
+    clock = FakeClock()
+    limiter = TokenBucketLimiter(rate_per_second=1.0, burst=1, clock=clock)
+    assert [limiter.acquire("admin", rate_per_second=10.0, burst=3) for _ in range(3)] == [0.0, 0.0, 0.0]
+    assert limiter.acquire("admin", rate_per_second=10.0, burst=3) == pytest.approx(0.1)
+    assert limiter.acquire("user") == 0.0 and limiter.acquire("user") == 1.0
+
+
+def test_concurrency_limiter_holds_at_most_the_limit_per_key() -> None:
+    streams = ConcurrencyLimiter()
+    assert streams.try_acquire("alice", 2) and streams.try_acquire("alice", 2)
+    assert not streams.try_acquire("alice", 2)
+    assert streams.try_acquire("bob", 2)
+    streams.release("alice")
+    assert streams.try_acquire("alice", 2)
+    for _ in range(2):
+        streams.release("alice")
+    assert streams.held("alice") == 0 and "alice" not in streams._held

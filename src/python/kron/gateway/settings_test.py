@@ -72,3 +72,33 @@ def test_model_pattern_must_compile() -> None:
 def test_demo_mode_needs_no_composio_key() -> None:
     settings = GatewaySettings(jwt_secret=SecretStr(REAL_SECRET), demo_mode=True)
     assert settings.composio_api_key is None and not settings.token_endpoint_active
+
+
+@pytest.mark.parametrize(
+    ("overrides", "complaint"),
+    [
+        ({"oidc_issuer": "https://idp.example"}, "KRON_OIDC_AUDIENCE"),
+        ({"oidc_issuer": "idp.example", "oidc_audience": "api"}, "http"),
+        ({"oidc_issuer": "https://idp.example", "oidc_audience": "api", "oidc_algorithms": ["HS256"]}, "HS256"),
+        ({"oidc_issuer": "https://idp.example", "oidc_audience": "api", "oidc_algorithms": ["none"]}, "none"),
+        ({"oidc_issuer": "https://idp.example", "oidc_audience": "api", "token_endpoint_enabled": True}, "HS256"),
+    ],
+)
+def test_oidc_settings_are_complete_and_asymmetric(overrides: dict[str, Any], complaint: str) -> None:
+    with pytest.raises(ValidationError, match=complaint):
+        GatewaySettings.model_validate({"dev_mode": True, **overrides})
+
+
+def test_per_user_limits_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KRON_DEV_MODE", "true")
+    monkeypatch.setenv("KRON_DISPATCH_BURST", "4")
+    monkeypatch.setenv("KRON_USER_LIMITS", '{"roles": {"admin": {"dispatch_burst": 40}}, "users": {"bot": {"fairness_weight": 0.5}}}')
+    settings = GatewaySettings()
+    assert settings.limits_for("alice", frozenset({"user"})).dispatch_burst == 4
+    assert settings.limits_for("ada", frozenset({"user", "admin"})).dispatch_burst == 40
+    assert settings.limits_for("bot", frozenset({"user"})).fairness_weight == 0.5
+    monkeypatch.setenv("KRON_USER_LIMITS", '{"users": {"bot": {"fairness": 2}}}')  # a typo is an error
+    with pytest.raises(ValidationError):
+        GatewaySettings()
+    monkeypatch.delenv("KRON_USER_LIMITS")
+    assert not GatewaySettings(dev_mode=True, oidc_issuer="https://idp", oidc_audience="a").token_endpoint_active

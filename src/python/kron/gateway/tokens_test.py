@@ -2,12 +2,23 @@ from __future__ import annotations
 
 import time
 
+import httpx
 import jwt
 import pytest
 from pydantic import SecretStr
 
 from kron.gateway.settings import GatewaySettings
-from kron.gateway.tokens import InvalidToken, is_valid_user_id, issue_token, verify_token
+from kron.common.user_limits import ROLE_USER
+from kron.gateway.tokens import (
+    IdentityProviderUnavailable,
+    InvalidToken,
+    JwksCache,
+    OidcVerifier,
+    is_valid_user_id,
+    issue_token,
+    verify_hs256,
+    verify_token,
+)
 
 SETTINGS = GatewaySettings(dev_mode=True, jwt_secret=SecretStr("unit-test-secret-0123456789abcdefghij"))
 
@@ -53,3 +64,126 @@ def test_valid_user_ids(user_id: str) -> None:
 @pytest.mark.parametrize("user_id", ["", "o'brien", 'q"x', "back\\slash", "sp ace", "x" * 129, "tab\t", "ünï"])
 def test_invalid_user_ids(user_id: str) -> None:
     assert not is_valid_user_id(user_id)
+
+
+# --- roles
+
+
+def _hs256(settings: GatewaySettings, **claims: object) -> str:
+    now = int(time.time())
+    base = {"sub": "alice", "iat": now, "exp": now + 60, "iss": settings.jwt_issuer, "aud": settings.jwt_audience}
+    return jwt.encode({**base, **claims}, settings.jwt_secret.get_secret_value(), algorithm="HS256")
+
+
+@pytest.mark.parametrize(
+    ("claims", "admin"),
+    [
+        ({}, False),
+        ({"roles": ["admin"]}, True),
+        ({"roles": "viewer admin"}, True),
+        ({"roles": ["viewer"]}, False),
+        ({"roles": "administrator"}, False),
+        ({"roles": [{"name": "admin"}]}, False),
+        ({"roles": 7}, False),
+    ],
+)
+def test_roles_from_the_roles_claim(claims: dict[str, object], admin: bool) -> None:
+    identity = verify_hs256(_hs256(SETTINGS, **claims), SETTINGS)
+    assert identity.user_id == "alice" and identity.is_admin is admin
+    assert ROLE_USER in identity.roles  # no role claim: a user
+
+
+def test_the_user_and_roles_claims_are_configurable() -> None:
+    settings = SETTINGS.model_copy(update={
+        "user_id_claim": "email", "roles_claim": "realm_access.roles", "admin_role_value": "kron-admin",
+    })
+    token = _hs256(settings, email="bob@example.com", realm_access={"roles": ["kron-admin"]})
+    identity = verify_hs256(token, settings)
+    assert identity.user_id == "bob@example.com" and identity.is_admin
+    with pytest.raises(InvalidToken):
+        verify_hs256(_hs256(settings), settings)  # no email claim
+
+
+# --- the JWKS cache (HTTP through httpx.MockTransport; the real provider: tests/integration/gateway)
+
+ISSUER = "https://idp.test"
+
+
+class FakeIdp:
+    def __init__(self) -> None:
+        self.jwks: dict[str, object] = {"keys": [{"kty": "oct", "kid": "ignored", "k": "c2VjcmV0"}]}
+        self.up = True
+        self.jwks_requests = 0
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        if not self.up:
+            raise httpx.ConnectError("down")
+        if request.url.path == "/.well-known/openid-configuration":
+            return httpx.Response(200, json={"issuer": ISSUER, "jwks_uri": f"{ISSUER}/keys"})
+        self.jwks_requests += 1
+        return httpx.Response(200, json=self.jwks)
+
+
+def _cache(idp: FakeIdp, clock: list[float]) -> JwksCache:
+    http = httpx.AsyncClient(transport=httpx.MockTransport(idp))
+    return JwksCache(ISSUER, http, refetch_seconds=30, max_age_seconds=600, clock=lambda: clock[0])
+
+
+def _rsa_jwk(kid: str) -> dict[str, object]:
+    # RFC 7517 appendix A.1's public RSA key: only parsing and lookup are under test here.
+    n = ("0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86zwu1RK7aPFFxuhDR1L6tSoc_BJECPebWKRXjBZCiFV4n3"
+         "oknjhMstn64tZ_2W-5JsGY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4QyQ5v-65YGjQR0_FDW2QvzqY368QQMicAtaSqzs8KJZgnYb9c7d0zgdAZ"
+         "Hzu6qMQvRL5hajrn1n91CbOpbISD08qNLyrdkt-bFTWhAI4vMQFh6WeZu0fM4lFd2NcRwr3XPksINHaQ-G_xBniIqbw0Ls1jF44-csFCur-kE"
+         "gU8awapJzKnqDKgw")
+    return {"kty": "RSA", "kid": kid, "use": "sig", "alg": "RS256", "n": n, "e": "AQAB"}
+
+
+async def test_an_unknown_key_id_refetches_at_most_once_per_interval() -> None:
+    idp, clock = FakeIdp(), [1000.0]
+    idp.jwks = {"keys": [_rsa_jwk("k1")]}
+    cache = _cache(idp, clock)
+    assert (await cache.key("k1")).declared_alg == "RS256"
+    for kid in ("k2", "k3", "k4"):
+        with pytest.raises(InvalidToken):
+            await cache.key(kid)
+    assert idp.jwks_requests == 1  # within 30 s of the first fetch: no refetch
+    idp.jwks = {"keys": [_rsa_jwk("k2"), _rsa_jwk("k1")]}
+    clock[0] += 30
+    await cache.key("k2")  # rotated in: found by one refetch
+    assert idp.jwks_requests == 2
+
+
+async def test_cached_keys_outlive_an_outage_and_unknown_ones_are_unavailable() -> None:
+    idp, clock = FakeIdp(), [1000.0]
+    idp.jwks = {"keys": [_rsa_jwk("k1")]}
+    cache = _cache(idp, clock)
+    await cache.key("k1")
+    idp.up = False
+    clock[0] += 3600  # stale, and may refetch: the refetch fails, the cached key still serves
+    await cache.key("k1")
+    with pytest.raises(IdentityProviderUnavailable):
+        await cache.key("k9")
+    clock[0] += 1  # within the refetch interval after a failure: still unavailable, no new attempt
+    with pytest.raises(IdentityProviderUnavailable):
+        await cache.key("k9")
+
+
+async def test_a_discovery_document_for_another_issuer_is_refused() -> None:
+    def idp(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={"issuer": "https://evil.test", "jwks_uri": "https://evil.test/keys"})
+
+    cache = JwksCache(ISSUER, httpx.AsyncClient(transport=httpx.MockTransport(idp)), refetch_seconds=0,
+                      max_age_seconds=600)
+    with pytest.raises(IdentityProviderUnavailable):
+        await cache.key("k1")
+
+
+async def test_oidc_refuses_symmetric_and_none_algorithms_before_any_fetch() -> None:
+    settings = SETTINGS.model_copy(update={"oidc_issuer": ISSUER, "oidc_audience": "api"})
+    idp = FakeIdp()
+    verifier = OidcVerifier(settings, http=httpx.AsyncClient(transport=httpx.MockTransport(idp)))
+    for token in (_hs256(SETTINGS), jwt.encode({"sub": "x"}, None, algorithm="none", headers={"kid": "k1"})):
+        with pytest.raises(InvalidToken):
+            await verifier.verify(token)
+    assert idp.jwks_requests == 0
+    await verifier.aclose()
