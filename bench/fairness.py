@@ -21,6 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # kron_testing
 
+from _harness import ANTHROPIC_KEY, COMPOSIO_KEY, fakes
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
@@ -31,8 +32,6 @@ from kron.common.logging import configure_logging
 from kron.worker.activities import AgentActivities
 from kron_testing.fairness_scenario import Outcome, starvation
 from kron_testing.temporal_server import TemporalDevServer
-
-from _harness import ANTHROPIC_KEY, COMPOSIO_KEY, fakes
 
 CONFIGS = {
     "fairness (kron's config)": [],

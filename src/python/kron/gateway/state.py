@@ -11,6 +11,7 @@ from temporalio.client import Client
 
 from kron.common.schedules import ScheduleSettings, ScheduleStore
 from kron.common.transcripts import TranscriptStore
+from kron.common.user_limits import UserLimits
 from kron.gateway.cursors import CursorCodec
 from kron.gateway.metrics import GatewayMetrics
 from kron.gateway.preflight import Preflight
@@ -18,7 +19,6 @@ from kron.gateway.ratelimit import ConcurrencyLimiter, TokenBucketLimiter
 from kron.gateway.runs import RunStore
 from kron.gateway.settings import GatewaySettings
 from kron.gateway.tokens import Identity, TokenVerifier
-from kron.common.user_limits import UserLimits
 
 
 @dataclass

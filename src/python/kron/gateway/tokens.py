@@ -85,7 +85,13 @@ def is_valid_user_id(user_id: str) -> bool:
 
 
 def make_verifier(settings: GatewaySettings) -> TokenVerifier:
-    return OidcVerifier(settings) if settings.oidc_issuer else Hs256Verifier(settings)
+    if not settings.oidc_issuer:
+        return Hs256Verifier(settings)
+    # Without it PyJWT knows no asymmetric algorithm and every token would be refused: refuse to
+    # start instead, saying why.
+    if not jwt.algorithms.has_crypto:
+        raise RuntimeError("KRON_OIDC_ISSUER needs the `cryptography` package (pyjwt[crypto]) for RS256/ES256/EdDSA")
+    return OidcVerifier(settings)
 
 
 # --- claims → identity (both kinds)

@@ -7,15 +7,17 @@ import jwt
 import pytest
 from pydantic import SecretStr
 
-from kron.gateway.settings import GatewaySettings
 from kron.common.user_limits import ROLE_USER
+from kron.gateway.settings import GatewaySettings
 from kron.gateway.tokens import (
     IdentityProviderUnavailable,
     InvalidToken,
+    Hs256Verifier,
     JwksCache,
     OidcVerifier,
     is_valid_user_id,
     issue_token,
+    make_verifier,
     verify_hs256,
     verify_token,
 )
@@ -182,8 +184,17 @@ async def test_oidc_refuses_symmetric_and_none_algorithms_before_any_fetch() -> 
     settings = SETTINGS.model_copy(update={"oidc_issuer": ISSUER, "oidc_audience": "api"})
     idp = FakeIdp()
     verifier = OidcVerifier(settings, http=httpx.AsyncClient(transport=httpx.MockTransport(idp)))
-    for token in (_hs256(SETTINGS), jwt.encode({"sub": "x"}, None, algorithm="none", headers={"kid": "k1"})):
+    unsigned = jwt.api_jws.base64url_encode(b'{"alg":"none","kid":"k1"}').decode() + ".e30."
+    for token in (_hs256(SETTINGS), unsigned):
         with pytest.raises(InvalidToken):
             await verifier.verify(token)
     assert idp.jwks_requests == 0
     await verifier.aclose()
+
+
+def test_oidc_without_cryptography_refuses_to_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = SETTINGS.model_copy(update={"oidc_issuer": ISSUER, "oidc_audience": "api"})
+    assert isinstance(make_verifier(SETTINGS), Hs256Verifier)
+    monkeypatch.setattr(jwt.algorithms, "has_crypto", False)
+    with pytest.raises(RuntimeError, match="cryptography"):
+        make_verifier(settings)
