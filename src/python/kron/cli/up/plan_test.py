@@ -84,7 +84,14 @@ def test_plan_passes_temporal_dynamic_config_with_local_defaults() -> None:
     assert "history.transferProcessorMaxPollRPS=1000" in default
     given = ['matching.backlogMetricsEmitInterval="1s"', "limit.maxIDLength=255"]
     chosen = _dynamic_config(plan(**common, dynamic_config=given)[0].argv)  # type: ignore[arg-type]
-    assert chosen == ["frontend.enableServerVersionCheck=false", "history.transferProcessorMaxPollRPS=1000", *given]
+    assert chosen == [
+        "frontend.enableServerVersionCheck=false", "history.transferProcessorMaxPollRPS=1000",
+        "matching.enableFairness=true", "matching.numTaskqueueReadPartitions=1",
+        "matching.numTaskqueueWritePartitions=1", *given,
+    ]
+    # Fairness can be switched off like any default.
+    fifo = _dynamic_config(plan(**common, dynamic_config=["matching.enableFairness=false"])[0].argv)  # type: ignore[arg-type]
+    assert "matching.enableFairness=true" not in fifo and "matching.enableFairness=false" in fifo
 
 
 def test_launch_mode_and_dist_dir(tmp_path: Path) -> None:
