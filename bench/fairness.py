@@ -21,10 +21,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # kron_testing
 
-from _harness import ANTHROPIC_KEY, COMPOSIO_KEY, fakes
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
+from _harness import ANTHROPIC_KEY, COMPOSIO_KEY, fakes
 from kron.agent_core.anthropic_llm import AnthropicLLM
 from kron.agent_core.composio_tools import ComposioToolProvider
 from kron.cli.up.temporal import FAIRNESS_CONFIG_KEY

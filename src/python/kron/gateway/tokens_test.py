@@ -10,9 +10,9 @@ from pydantic import SecretStr
 from kron.common.user_limits import ROLE_USER
 from kron.gateway.settings import GatewaySettings
 from kron.gateway.tokens import (
+    Hs256Verifier,
     IdentityProviderUnavailable,
     InvalidToken,
-    Hs256Verifier,
     JwksCache,
     OidcVerifier,
     is_valid_user_id,
