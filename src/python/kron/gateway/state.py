@@ -9,6 +9,7 @@ from datetime import timedelta
 
 from temporalio.client import Client
 
+from kron.common.agents import AgentStore
 from kron.common.schedules import ScheduleSettings, ScheduleStore
 from kron.common.transcripts import TranscriptStore
 from kron.gateway.cursors import CursorCodec
@@ -34,6 +35,7 @@ class GatewayState:
     client: Client | None = None
     runs: RunStore | None = None
     schedules: ScheduleStore | None = None
+    agents: AgentStore | None = None
 
     def attach(self, client: Client) -> None:
         rpc_timeout = timedelta(seconds=self.settings.temporal_rpc_timeout_seconds)
@@ -45,6 +47,9 @@ class GatewayState:
         )
         self.schedules = ScheduleStore(
             client, self.schedule_settings, agent_task_queue=self.settings.task_queue, rpc_timeout=rpc_timeout
+        )
+        self.agents = AgentStore(
+            client, scheduler_task_queue=self.schedule_settings.scheduler_task_queue, rpc_timeout=rpc_timeout
         )
         self.client = client  # last: readiness and the stores' dependencies look at it
 

@@ -22,6 +22,7 @@ from kron.common.logging import configure_logging, get_logger
 from kron.common.ops import Health, serve_ops
 from kron.common.schedules import ScheduleSettings, ScheduleStore
 from kron.scheduler.activities import SchedulerActivities
+from kron.scheduler.agent_registry import AgentRegistryWorkflow
 from kron.scheduler.metrics import SchedulerMetrics
 from kron.scheduler.preflight import LazyConnections, composio_connections_factory
 from kron.scheduler.settings import SchedulerSettings, SourceKind
@@ -38,7 +39,7 @@ def build_worker(
     return Worker(
         client,
         task_queue=task_queue,
-        workflows=[ScheduledFireWorkflow, ScheduleLedgerWorkflow],
+        workflows=[ScheduledFireWorkflow, ScheduleLedgerWorkflow, AgentRegistryWorkflow],
         activities=activities.all(),
         # A dead scheduler's sticky queue would hold the next workflow task for 10 s (SDK default).
         sticky_queue_schedule_to_start_timeout=timedelta(seconds=2),

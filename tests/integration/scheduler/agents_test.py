@@ -1,0 +1,222 @@
+"""Agent definitions on real Temporal: the /agents routes on the real gateway app, the registry
+workflow on the `scheduler` fixture's worker, and runs of agents (pinned and unpinned) on the
+agent worker of `running_stack`. A run keeps the version it started with while the agent changes;
+the agent's tool policy is enforced (ask waits for a human, deny refuses the call)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+from pydantic import SecretStr
+
+from kron.common.agents import SHARED_OWNER, AgentStore
+from kron.contracts.agents import AgentSpec
+from kron.gateway.app import create_app
+from kron.gateway.settings import GatewaySettings
+from kron_testing import fake_anthropic as replies
+from kron_testing.temporal_server import TemporalDevServer
+
+from ..conftest import COMPOSIO_KEY
+from .conftest import Scheduler, eventually, unique
+from .gateway_routes_test import JWT_SECRET, Api
+
+
+@pytest.fixture
+async def api(scheduler: Scheduler, temporal_server: TemporalDevServer) -> AsyncIterator[Api]:
+    settings = GatewaySettings(
+        dev_mode=False,
+        jwt_secret=SecretStr(JWT_SECRET),
+        token_endpoint_enabled=True,
+        temporal_address=temporal_server.address,
+        task_queue=scheduler.stack.task_queue,
+        composio_api_key=SecretStr(COMPOSIO_KEY),
+        composio_base_url=scheduler.stack.composio.base_url,
+        dispatch_rate_per_second=1000.0,
+        dispatch_burst=1000,
+        query_timeout_seconds=5.0,
+    )
+    app = create_app(settings, temporal_client=scheduler.client, schedule_settings=scheduler.settings)
+    async with app.router.lifespan_context(app), httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://gateway"
+    ) as http:
+        yield Api(app, http)
+
+
+async def _task(api: Api, user: str, task_id: str) -> dict[str, Any]:
+    response = await api.call("GET", f"/tasks/{task_id}", user)
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+async def _status(api: Api, user: str, task_id: str, *statuses: str) -> dict[str, Any]:
+    async def check() -> dict[str, Any]:
+        task = await _task(api, user, task_id)
+        assert task["status"] in statuses, task["status"]
+        return task
+
+    result: dict[str, Any] = await eventually(check, timeout=30)
+    return result
+
+
+async def test_agent_versions_through_the_api(api: Api, scheduler: Scheduler) -> None:
+    user, other, name = scheduler.user, unique("other"), unique("triage")
+    created = await api.call("POST", "/agents", user, json={
+        "name": name, "description": "sorts my inbox", "system_prompt": "You triage.",
+        "limits": {"max_iterations": 5},
+    })
+    assert created.status_code == 201, created.text
+    assert created.headers["location"] == f"/agents/{name}"
+    assert created.json()["latest_version"] == 1 and created.json()["shared"] is False
+    again = await api.call("POST", "/agents", user, json={"name": name})
+    assert again.status_code == 409 and again.json()["error"] == "agent_exists"
+
+    patched = await api.call("PATCH", f"/agents/{name}", user, json={"system_prompt": "You triage, briefly."})
+    assert patched.status_code == 200, patched.text
+    assert patched.json()["latest_version"] == 2
+    assert patched.json()["spec"]["limits"]["max_iterations"] == 5  # unchanged fields carried over
+    versions = await api.call("GET", f"/agents/{name}/versions", user)
+    assert [v["version"] for v in versions.json()["versions"]] == [1, 2]
+    first = await api.call("GET", f"/agents/{name}/versions/1", user)
+    assert first.status_code == 200 and first.json()["spec"]["system_prompt"] == "You triage."
+    assert (await api.call("GET", f"/agents/{name}", user)).json()["spec"]["system_prompt"] == "You triage, briefly."
+
+    # Per user: someone else has no such agent.
+    assert (await api.call("GET", f"/agents/{name}", other)).status_code == 404
+    assert name not in [a["name"] for a in (await api.call("GET", "/agents", other)).json()["agents"]]
+    assert name in [a["name"] for a in (await api.call("GET", "/agents", user)).json()["agents"]]
+
+    # Bad input: what is wrong, never a 500.
+    for method, path, body in [
+        ("POST", "/agents", {"name": "Not_A_Name"}),
+        ("POST", "/agents", {"name": unique("x"), "limits": {"max_iterations": "10"}}),
+        ("POST", "/agents", {"name": unique("x"), "tool_policy": {"permissions": {"github": "maybe"}}}),
+        ("PATCH", f"/agents/{name}", {"max_tokens": 0}),
+        ("PATCH", f"/agents/{name}", {"name": "renamed"}),
+        ("GET", "/agents/Not_A_Name", None),
+        ("GET", f"/agents/{name}/versions/0", None),
+    ]:
+        response = await api.call(method, path, user, json=body)
+        assert response.status_code == 422, (method, path, response.text)
+        assert response.json()["error"] == "validation_error" and response.json()["detail"]
+    for method, path in [("GET", "/agents/nobody-has-this"), ("GET", f"/agents/{name}/versions/9"),
+                         ("PATCH", "/agents/nobody-has-this"), ("DELETE", "/agents/nobody-has-this")]:
+        response = await api.call(method, path, user, json={} if method == "PATCH" else None)
+        assert response.status_code == 404 and response.json()["error"] == "agent_not_found", response.text
+    assert (await api.call("POST", "/tasks/dispatch", user, json={"goal": "x", "agent": "nobody-has-this"})
+            ).status_code == 404
+
+    # Deleted: no new runs; created again, its versions go on from the last one.
+    assert (await api.call("DELETE", f"/agents/{name}", user)).status_code == 204
+    assert (await api.call("GET", f"/agents/{name}", user)).status_code == 404
+    gone = await api.call("POST", "/tasks/dispatch", user, json={"goal": "x", "agent": name})
+    assert gone.status_code == 404 and gone.json()["error"] == "agent_not_found"
+    recreated = await api.call("POST", "/agents", user, json={"name": name})
+    assert recreated.status_code == 201 and recreated.json()["latest_version"] == 3
+
+
+async def test_a_run_keeps_its_version_while_the_agent_changes(api: Api, scheduler: Scheduler) -> None:
+    """Ask waits for a human, deny refuses, and an update made while a run goes on changes nothing
+    in that run: its second call still asks (v1), where v2 denies it at once."""
+    stack, user, name = scheduler.stack, scheduler.user, unique("notes")
+    toolkit = stack.add_step_tool(user_id=user)
+    stack.llm.responder = replies.scripted_agent(2, "NOTES_APPEND")
+    created = await api.call("POST", "/agents", user, json={
+        "name": name, "system_prompt": "You keep notes (v1).", "toolkits": [toolkit],
+        "tool_policy": {"permissions": {"notes": "ask"}}, "limits": {"max_iterations": 6, "budget_usd": 1.0},
+        "approval_timeout_seconds": 600,
+    })
+    assert created.status_code == 201, created.text
+
+    # Limits only tighten, toolkits only narrow, versions must exist.
+    for body, code in [({"max_iterations": 7}, 422), ({"budget_usd": 2.0}, 422), ({"toolkits": ["github"]}, 422),
+                       ({"version": 2}, 404)]:
+        refused = await api.call("POST", "/tasks/dispatch", user, json={"goal": "x", "agent": name, **body})
+        assert refused.status_code == code, (body, refused.text)
+    assert (await api.call("POST", "/tasks/dispatch", user, json={"goal": "x", "version": 1})).status_code == 422
+
+    dispatched = await api.call("POST", "/tasks/dispatch", user, json={"goal": "take notes", "agent": name,
+                                                                       "max_iterations": 4})
+    assert dispatched.status_code == 202, dispatched.text
+    task_id = dispatched.json()["task_id"]
+    waiting = await _status(api, user, task_id, "waiting")
+    assert waiting["agent"] == {"name": name, "version": 1, "shared": False}
+    assert [c["name"] for c in waiting["pending_approval"]["calls"]] == ["NOTES_APPEND"]
+    assert waiting["pending_approval"]["timeout_seconds"] == 600
+    assert stack.composio.execution_count() == 0
+
+    v2 = await api.call("PATCH", f"/agents/{name}", user, json={
+        "system_prompt": "You keep notes (v2).", "tool_policy": {"permissions": {"NOTES_APPEND": "deny"}},
+    })
+    assert v2.status_code == 200 and v2.json()["latest_version"] == 2
+
+    assert (await api.call("POST", f"/tasks/{task_id}/approve", user)).status_code == 202
+    await eventually(lambda: _executed(stack, 1))
+    again = await _status(api, user, task_id, "waiting")  # v1 still: turn 1 asks again
+    assert again["pending_approval"]["turn"] == waiting["pending_approval"]["turn"] + 1
+    assert (await api.call("POST", f"/tasks/{task_id}/approve", user)).status_code == 202
+    final = await _status(api, user, task_id, "completed")
+    assert final["agent"] == {"name": name, "version": 1, "shared": False}
+    assert stack.composio.execution_count() == 2
+    run_requests = [r.body or {} for r in stack.llm.requests if "take notes" in str((r.body or {}).get("messages"))]
+    assert run_requests and all("(v1)" in str(b.get("system")) for b in run_requests)
+
+    # Unpinned: the latest (v2), whose policy denies the call: the model is told, nothing runs.
+    latest = await api.call("POST", "/tasks/dispatch", user, json={"goal": "more notes", "agent": name})
+    latest_id = latest.json()["task_id"]
+    done = await _status(api, user, latest_id, "completed")
+    assert done["agent"]["version"] == 2
+    assert stack.composio.execution_count() == 2
+    assert done["steps"][1]["name"] == "NOTES_APPEND" and done["steps"][1]["ok"] is False
+    denied_turn = [r.body or {} for r in stack.llm.requests if "more notes" in str((r.body or {}).get("messages"))]
+    assert "(v2)" in str(denied_turn[-1].get("system"))
+    assert "tool policy does not allow NOTES_APPEND" in str(denied_turn[-1]["messages"])
+
+    # Pinned to v1: asks again.
+    pinned = await api.call("POST", "/tasks/dispatch", user, json={"goal": "old notes", "agent": name, "version": 1})
+    pinned_id = pinned.json()["task_id"]
+    assert (await _status(api, user, pinned_id, "waiting"))["agent"]["version"] == 1
+    assert (await api.call("DELETE", f"/tasks/{pinned_id}", user)).status_code == 202
+    listed = await api.call("GET", "/tasks", user)
+    by_id = {t["task_id"]: t for t in listed.json()["tasks"]}
+    assert by_id[latest_id]["agent"] == {"name": name, "version": 2, "shared": False}
+
+
+async def _executed(stack: Any, count: int) -> None:
+    assert stack.composio.execution_count() >= count
+
+
+async def test_declared_agents_are_shared_and_read_only(api: Api, scheduler: Scheduler) -> None:
+    store = AgentStore(scheduler.client, scheduler_task_queue=scheduler.settings.scheduler_task_queue)
+    name = unique("shared")
+    synced = await store.sync_declared("test-yaml", {name: AgentSpec(description="for everyone")})
+    assert synced.versions == {name: 1}
+    same = await store.sync_declared("test-yaml", {name: AgentSpec(description="for everyone")})
+    assert same.versions == {name: 1}  # unchanged: no new version
+    changed = await store.sync_declared("test-yaml", {name: AgentSpec(description="for everyone, v2")})
+    assert changed.versions == {name: 2}
+    other_source = await store.sync_declared("other-yaml", {name: AgentSpec()})
+    assert other_source.conflicts == {name: "test-yaml"}
+
+    for user in (scheduler.user, unique("someone")):
+        shown = await api.call("GET", f"/agents/{name}", user)
+        assert shown.status_code == 200 and shown.json()["shared"] is True and shown.json()["latest_version"] == 2
+    for method, body in [("PATCH", {"description": "mine now"}), ("DELETE", None)]:
+        refused = await api.call(method, f"/agents/{name}", scheduler.user, json=body)
+        assert refused.status_code == 409 and refused.json()["error"] == "agent_read_only", refused.text
+        assert "read-only" in refused.json()["detail"]
+
+    scheduler.stack.llm.responder = lambda body, i: replies.text("done")
+    run = await api.call("POST", "/tasks/dispatch", scheduler.user, json={"goal": "hello", "agent": name})
+    assert run.status_code == 202, run.text
+    done = await _status(api, scheduler.user, run.json()["task_id"], "completed")
+    assert done["agent"] == {"name": name, "version": 2, "shared": True}
+
+    # Gone from the source: deleted (no new runs).
+    emptied = await store.sync_declared("test-yaml", {})
+    assert emptied.deleted == [name]
+    assert (await api.call("GET", f"/agents/{name}", scheduler.user)).status_code == 404
+    assert name not in [a["name"] for a in (await store.list_owned(SHARED_OWNER))]
