@@ -5,22 +5,27 @@ the agent's tool policy is enforced (ask waits for a human, deny refuses the cal
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
 import pytest
 from pydantic import SecretStr
+from temporalio.api.common.v1 import WorkflowExecution
+from temporalio.api.workflowservice.v1 import DeleteWorkflowExecutionRequest
+from temporalio.service import RPCError, RPCStatusCode
 
 from kron.common.agents import SHARED_OWNER, AgentStore
-from kron.contracts.agents import AgentSpec
+from kron.contracts.agents import SHARED_REGISTRY_ID, AgentSpec, PutAgent
+from kron.contracts.models import AgentRef, RunStatus
+from kron.contracts.schedules import DispatchStatus, FireRecord
 from kron.gateway.app import create_app
 from kron.gateway.settings import GatewaySettings
 from kron_testing import fake_anthropic as replies
 from kron_testing.temporal_server import TemporalDevServer
 
 from ..conftest import COMPOSIO_KEY
-from .conftest import Scheduler, eventually, unique
+from .conftest import Scheduler, definition, eventually, unique
 from .gateway_routes_test import JWT_SECRET, Api
 
 
@@ -43,6 +48,27 @@ async def api(scheduler: Scheduler, temporal_server: TemporalDevServer) -> Async
         transport=httpx.ASGITransport(app=app), base_url="http://gateway"
     ) as http:
         yield Api(app, http)
+
+
+@pytest.fixture(autouse=True)
+async def no_shared_registry_left(scheduler: Scheduler) -> AsyncIterator[None]:
+    """Each test's scheduler polls its own task queue: a shared registry a test started would
+    outlive its worker and leave later lookups waiting for nobody. Deleted after each test."""
+    yield
+    request = DeleteWorkflowExecutionRequest(
+        namespace=scheduler.client.namespace, workflow_execution=WorkflowExecution(workflow_id=SHARED_REGISTRY_ID)
+    )
+    try:
+        await scheduler.client.workflow_service.delete_workflow_execution(request)
+    except RPCError as error:
+        if error.status != RPCStatusCode.NOT_FOUND:
+            raise
+
+    async def gone() -> None:
+        with pytest.raises(RPCError):
+            await scheduler.client.get_workflow_handle(SHARED_REGISTRY_ID).describe()
+
+    await eventually(gone)
 
 
 async def _task(api: Api, user: str, task_id: str) -> dict[str, Any]:
@@ -220,3 +246,34 @@ async def test_declared_agents_are_shared_and_read_only(api: Api, scheduler: Sch
     assert emptied.deleted == [name]
     assert (await api.call("GET", f"/agents/{name}", scheduler.user)).status_code == 404
     assert name not in [a["name"] for a in (await store.list_owned(SHARED_OWNER))]
+
+
+async def test_a_schedule_runs_its_agents_latest_version_at_each_fire(scheduler: Scheduler) -> None:
+    store = AgentStore(scheduler.client, scheduler_task_queue=scheduler.settings.scheduler_task_queue)
+    scheduler.stack.llm.responder = lambda body, i: replies.text("done")
+    name = unique("digest")
+    await store.put(scheduler.user, PutAgent(name=name, spec=AgentSpec(system_prompt="digest (v1)"), mode="create"))
+    view = await scheduler.create(definition(concurrency_policy="Allow",
+                                             run={"goal": "digest", "agent_ref": {"name": name}}))
+
+    def finished(count: int) -> Callable[[list[FireRecord]], bool]:
+        return lambda records: sum(1 for r in records if r.outcome is not None or r.reason) >= count
+
+    await scheduler.store.trigger(view)
+    [first] = await scheduler.wait_for_history(view, finished(1))
+    assert first.agent == AgentRef(name=name, version=1) and first.run_status is RunStatus.COMPLETED
+
+    await store.put(scheduler.user, PutAgent(name=name, spec=AgentSpec(system_prompt="digest (v2)"), mode="update"))
+    await scheduler.store.trigger(view)
+    records = await scheduler.wait_for_history(view, finished(2))
+    assert sorted(r.agent.version for r in records if r.agent) == [1, 2]
+    systems = [str((r.body or {}).get("system")) for r in scheduler.stack.llm.requests]
+    assert any("digest (v1)" in s for s in systems) and any("digest (v2)" in s for s in systems)
+
+    # The agent goes: the next fire records why and starts nothing (and the schedule lives on).
+    await store.delete(scheduler.user, name)
+    await scheduler.store.trigger(view)
+    records = await scheduler.wait_for_history(view, finished(3))
+    failed = [r for r in records if r.dispatch is DispatchStatus.FAILED]
+    assert len(failed) == 1 and failed[0].reason == "agent_not_found" and failed[0].task_id is None
+    assert (await scheduler.store.get(view.schedule_id)).definition.run.agent_ref == AgentRef(name=name)

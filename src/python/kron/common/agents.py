@@ -104,8 +104,12 @@ class AgentStore:
     async def delete(self, owner: str, name: str) -> None:
         await self._update(owner, UPDATE_DELETE_AGENT, DeleteAgent(name=name), type(None))
 
-    async def sync_declared(self, source: str, agents: dict[str, AgentSpec]) -> SyncResult:
-        sync = SyncDeclared(source=source, agents=agents)
+    async def sync_declared(
+        self, source: str, agents: dict[str, AgentSpec], *, keep: list[str] | None = None
+    ) -> SyncResult:
+        """Make the shared registry hold `source`'s agents: a new version where a spec changed, and
+        its agents not named (in `agents` or `keep`) deleted."""
+        sync = SyncDeclared(source=source, agents=agents, keep=keep or [])
         result: SyncResult = await self._update(SHARED_OWNER, UPDATE_SYNC_DECLARED, sync, SyncResult)
         return result
 

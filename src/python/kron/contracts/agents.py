@@ -191,6 +191,8 @@ class SyncDeclared(BaseModel):
 
     source: str
     agents: dict[str, AgentSpec]
+    # Declared but invalid now: they keep their last good version (not deleted).
+    keep: list[str] = Field(default_factory=list)
 
 
 class SyncResult(BaseModel):

@@ -83,6 +83,7 @@ class DispatchStatus(StrEnum):
     STARTED = "started"
     SKIPPED_OVERLAP = "skipped_overlap"
     PREFLIGHT_FAILED = "preflight_failed"
+    FAILED = "failed"  # no run could be made (`reason`, e.g. agent_not_found)
 
 
 class FireOutcome(StrEnum):
@@ -384,6 +385,8 @@ class FireRecord(BaseModel):
     error: str | None = None
     toolkit: str | None = None  # preflight_failed: the toolkit to connect ...
     connect_url: str | None = None  # ... and where
+    reason: str | None = None  # dispatch failed: why, as a code (agent_not_found, agent_limits, ...)
+    agent: AgentRef | None = None  # the agent definition (name, version) this fire ran
 
     @property
     def active(self) -> bool:

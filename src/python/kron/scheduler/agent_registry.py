@@ -131,7 +131,7 @@ class AgentRegistryWorkflow:
             put = self._put(PutAgent(name=name, spec=spec, source=sync.source, mode="apply"))
             result.versions[name] = put.record.latest.version
         for name, record in sorted(self._state.agents.items()):
-            if record.source == sync.source and not record.deleted and name not in sync.agents:
+            if record.source == sync.source and not record.deleted and name not in sync.agents and name not in sync.keep:
                 self._delete(DeleteAgent(name=name, source=sync.source))
                 result.deleted.append(name)
         return result
