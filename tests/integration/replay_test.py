@@ -37,6 +37,7 @@ from kron.contracts.models import (
     RunStatus,
     ToolPolicy,
 )
+from kron.scheduler.workflows import ScheduledFireWorkflow
 from kron.worker.workflows import AgentWorkflow
 from kron_testing import fake_anthropic as replies
 
@@ -45,14 +46,24 @@ from .conftest import Stack
 HISTORIES = Path(__file__).parent / "histories"
 
 
-def _histories() -> list[Path]:
-    return sorted(HISTORIES.glob("*.json"))
+def _histories(pattern: str = "agent_run*.json") -> list[Path]:
+    return sorted(HISTORIES.glob(pattern))
 
 
 @pytest.mark.parametrize("path", _histories(), ids=lambda p: p.stem)
 async def test_committed_history_replays(path: Path) -> None:
     history = WorkflowHistory.from_json(path.stem, json.loads(path.read_text()))
     replayer = Replayer(workflows=[AgentWorkflow], data_converter=pydantic_data_converter)
+    await replayer.replay_workflow(history)
+
+
+# ScheduledFireWorkflow histories (scheduled_fire_*: agent-ref-v1, a fire of a schedule naming an
+# agent, resolved and run, or not found; recorded by tests/integration/scheduler/agents_test.py
+# with KRON_RECORD_HISTORY=1).
+@pytest.mark.parametrize("path", _histories("scheduled_fire_*.json"), ids=lambda p: p.stem)
+async def test_committed_fire_history_replays(path: Path) -> None:
+    history = WorkflowHistory.from_json(path.stem, json.loads(path.read_text()))
+    replayer = Replayer(workflows=[ScheduledFireWorkflow], data_converter=pydantic_data_converter)
     await replayer.replay_workflow(history)
 
 

@@ -5,7 +5,9 @@ the agent's tool policy is enforced (ask waits for a human, deny refuses the cal
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -27,6 +29,9 @@ from kron_testing.temporal_server import TemporalDevServer
 from ..conftest import COMPOSIO_KEY
 from .conftest import Scheduler, definition, eventually, unique
 from .gateway_routes_test import JWT_SECRET, Api
+
+
+HISTORIES = Path(__file__).parents[1] / "histories"
 
 
 @pytest.fixture
@@ -277,3 +282,11 @@ async def test_a_schedule_runs_its_agents_latest_version_at_each_fire(scheduler:
     failed = [r for r in records if r.dispatch is DispatchStatus.FAILED]
     assert len(failed) == 1 and failed[0].reason == "agent_not_found" and failed[0].task_id is None
     assert (await scheduler.store.get(view.schedule_id)).definition.run.agent_ref == AgentRef(name=name)
+
+    if os.environ.get("KRON_RECORD_HISTORY"):  # see tests/integration/replay_test.py
+        ran = next(r for r in records if r.agent and r.agent.version == 2)
+        HISTORIES.mkdir(exist_ok=True)
+        for fire_id, file in [(ran.fire_id, "scheduled_fire_agent_ref"),
+                              (failed[0].fire_id, "scheduled_fire_agent_not_found")]:
+            history = await scheduler.client.get_workflow_handle(fire_id).fetch_history()
+            (HISTORIES / f"{file}.json").write_text(history.to_json())
