@@ -22,6 +22,7 @@ from kron.contracts.agents import SHARED_REGISTRY_ID, AgentSpec, PutAgent
 from kron.contracts.models import AgentRef, RunStatus
 from kron.contracts.schedules import DispatchStatus, FireRecord
 from kron.gateway.app import create_app
+from kron.scheduler.declared_agents import AgentSync, YamlAgentSource
 from kron.gateway.settings import GatewaySettings
 from kron_testing import fake_anthropic as replies
 from kron_testing.temporal_server import TemporalDevServer
@@ -290,3 +291,41 @@ async def test_a_schedule_runs_its_agents_latest_version_at_each_fire(scheduler:
                               (failed[0].fire_id, "scheduled_fire_agent_not_found")]:
             history = await scheduler.client.get_workflow_handle(fire_id).fetch_history()
             (HISTORIES / f"{file}.json").write_text(history.to_json())
+
+
+async def test_agents_declared_in_the_yaml_file_sync_into_the_shared_registry(
+    api: Api, scheduler: Scheduler, tmp_path: Path
+) -> None:
+    store = AgentStore(scheduler.client, scheduler_task_queue=scheduler.settings.scheduler_task_queue)
+    path = tmp_path / "kron.yaml"
+    source = YamlAgentSource(path, source_id="yaml-test")
+    sync = AgentSync(store, source)
+    name = unique("triage")
+
+    def write(spec: str) -> None:
+        path.write_text(f"apiVersion: kron.dev/v1alpha1\nkind: Agent\nmetadata: {{name: {name}}}\nspec: {spec}\n")
+
+    write("{description: first, toolPolicy: {permissions: {GMAIL_SEND_EMAIL: ask}}}")
+    assert await sync.reconcile()
+    shown = (await api.call("GET", f"/agents/{name}", unique("anyone"))).json()
+    assert shown["shared"] and shown["latest_version"] == 1 and shown["source"] == "yaml-test"
+    assert shown["spec"]["tool_policy"]["permissions"] == {"GMAIL_SEND_EMAIL": "ask"}
+    assert source.statuses()[name]["latestVersion"] == 1
+    assert source.statuses()[name]["conditions"][0]["status"] == "True"
+
+    write("{description: second}")
+    assert await sync.reconcile()
+    assert (await api.call("GET", f"/agents/{name}", scheduler.user)).json()["latest_version"] == 2
+
+    write("{limits: {maxIterations: ten}}")  # invalid: keeps its last good version, says why
+    assert await sync.reconcile()
+    assert (await api.call("GET", f"/agents/{name}", scheduler.user)).json()["latest_version"] == 2
+    condition = source.statuses()[name]["conditions"][0]
+    assert condition["status"] == "False" and condition["reason"] == "Invalid"
+    assert "max_iterations" in condition["message"] and source.statuses()[name]["latestVersion"] == 2
+
+    path.write_text("")  # removed from the source: deleted
+    assert await sync.reconcile()
+    assert (await api.call("GET", f"/agents/{name}", scheduler.user)).status_code == 404
+    path.unlink()  # unreadable: nothing changes
+    assert not await sync.reconcile()
