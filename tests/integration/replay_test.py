@@ -125,8 +125,8 @@ async def test_record_tool_policy_history(running_stack: Stack) -> None:
         return replies.text("done")
 
     running_stack.llm.responder = respond
-    policy = ToolPolicy(permissions={"NOTES_APPEND": "ask", "NOTES_DELETE": "deny"},
-                        safety={"NOTES_APPEND": "idempotent"})
+    policy = ToolPolicy.model_validate({"permissions": {"NOTES_APPEND": "ask", "NOTES_DELETE": "deny"},
+                                        "safety": {"NOTES_APPEND": "idempotent"}})
     handle = await running_stack.start_run(
         toolkits=[toolkit], tool_policy=policy, agent=AgentRef(name="notes", version=1),
         approval=ApprovalPolicy(timeout_seconds=600),

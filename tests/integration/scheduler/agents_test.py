@@ -22,15 +22,14 @@ from kron.contracts.agents import SHARED_REGISTRY_ID, AgentSpec, PutAgent
 from kron.contracts.models import AgentRef, RunStatus
 from kron.contracts.schedules import DispatchStatus, FireRecord
 from kron.gateway.app import create_app
-from kron.scheduler.declared_agents import AgentSync, YamlAgentSource
 from kron.gateway.settings import GatewaySettings
+from kron.scheduler.declared_agents import AgentSync, YamlAgentSource
 from kron_testing import fake_anthropic as replies
 from kron_testing.temporal_server import TemporalDevServer
 
 from ..conftest import COMPOSIO_KEY
 from .conftest import Scheduler, definition, eventually, unique
 from .gateway_routes_test import JWT_SECRET, Api
-
 
 HISTORIES = Path(__file__).parents[1] / "histories"
 
@@ -164,8 +163,10 @@ async def test_a_run_keeps_its_version_while_the_agent_changes(api: Api, schedul
     assert created.status_code == 201, created.text
 
     # Limits only tighten, toolkits only narrow, versions must exist.
-    for body, code in [({"max_iterations": 7}, 422), ({"budget_usd": 2.0}, 422), ({"toolkits": ["github"]}, 422),
-                       ({"version": 2}, 404)]:
+    refusals: list[tuple[dict[str, Any], int]] = [
+        ({"max_iterations": 7}, 422), ({"budget_usd": 2.0}, 422), ({"toolkits": ["github"]}, 422), ({"version": 2}, 404),
+    ]
+    for body, code in refusals:
         refused = await api.call("POST", "/tasks/dispatch", user, json={"goal": "x", "agent": name, **body})
         assert refused.status_code == code, (body, refused.text)
     assert (await api.call("POST", "/tasks/dispatch", user, json={"goal": "x", "version": 1})).status_code == 422
@@ -251,7 +252,7 @@ async def test_declared_agents_are_shared_and_read_only(api: Api, scheduler: Sch
     emptied = await store.sync_declared("test-yaml", {})
     assert emptied.deleted == [name]
     assert (await api.call("GET", f"/agents/{name}", scheduler.user)).status_code == 404
-    assert name not in [a["name"] for a in (await store.list_owned(SHARED_OWNER))]
+    assert name not in [a.name for a in await store.list_owned(SHARED_OWNER)]
 
 
 async def test_a_schedule_runs_its_agents_latest_version_at_each_fire(scheduler: Scheduler) -> None:
@@ -272,7 +273,7 @@ async def test_a_schedule_runs_its_agents_latest_version_at_each_fire(scheduler:
     await store.put(scheduler.user, PutAgent(name=name, spec=AgentSpec(system_prompt="digest (v2)"), mode="update"))
     await scheduler.store.trigger(view)
     records = await scheduler.wait_for_history(view, finished(2))
-    assert sorted(r.agent.version for r in records if r.agent) == [1, 2]
+    assert sorted(r.agent.version or 0 for r in records if r.agent) == [1, 2]
     systems = [str((r.body or {}).get("system")) for r in scheduler.stack.llm.requests]
     assert any("digest (v1)" in s for s in systems) and any("digest (v2)" in s for s in systems)
 

@@ -14,11 +14,11 @@ def spec(**fields: object) -> AgentSpec:
 
 
 def test_the_longest_policy_key_wins() -> None:
-    policy = ToolPolicy(
-        default=ToolPermission.DENY,
-        permissions={"github": "ask", "GITHUB_GET_ISSUE": "allow", "gmail": "deny"},
-        safety={"github": "read_only", "GITHUB_CREATE_ISSUE": "unsafe"},
-    )
+    policy = ToolPolicy.model_validate({
+        "default": "deny",
+        "permissions": {"github": "ask", "GITHUB_GET_ISSUE": "allow", "gmail": "deny"},
+        "safety": {"github": "read_only", "GITHUB_CREATE_ISSUE": "unsafe"},
+    })
     assert policy.permission("GITHUB_CREATE_ISSUE") is ToolPermission.ASK
     assert policy.permission("github_get_issue") is ToolPermission.ALLOW
     assert policy.permission("GITHUBX_THING") is ToolPermission.DENY  # a prefix is a whole toolkit

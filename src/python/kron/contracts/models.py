@@ -5,8 +5,8 @@ All models are pydantic v2 and travel through Temporal with the pydantic data co
 
 from __future__ import annotations
 
-from enum import StrEnum
 from collections.abc import Mapping
+from enum import StrEnum
 from typing import Annotated, Any, Literal, TypeAlias, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, Strict, StringConstraints

@@ -12,8 +12,8 @@ from kron.common.agents import (
     AgentNotFound,
     AgentReadOnly,
     AgentRegistryFull,
-    AgentsUnavailable,
     AgentStore,
+    AgentsUnavailable,
 )
 from kron.contracts.agents import AgentOverrides, apply_agent
 from kron.contracts.models import AgentRef

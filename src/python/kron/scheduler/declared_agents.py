@@ -30,12 +30,20 @@ from typing import Any, Protocol
 import yaml
 from pydantic import ValidationError
 
-from kron.common.agents import AgentsUnavailable, AgentStore
+from kron.common.agents import AgentStore, AgentsUnavailable
 from kron.common.logging import get_logger
 from kron.common.schedules import utcnow
 from kron.contracts.agents import AgentSpec
 from kron.contracts.models import DNS_LABEL_PATTERN
-from kron.scheduler.resources import API_VERSION, GROUP, LIST_KINDS, VERSION, ResourceRef, condition, describe_validation_error
+from kron.scheduler.resources import (
+    API_VERSION,
+    GROUP,
+    LIST_KINDS,
+    VERSION,
+    ResourceRef,
+    condition,
+    describe_validation_error,
+)
 from kron.scheduler.sources import SourceError
 
 log = get_logger(__name__)

@@ -18,9 +18,9 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Worker
 
+from kron.common.agents import AgentStore
 from kron.common.logging import configure_logging, get_logger
 from kron.common.ops import Health, serve_ops
-from kron.common.agents import AgentStore
 from kron.common.schedules import ScheduleSettings, ScheduleStore
 from kron.scheduler.activities import SchedulerActivities
 from kron.scheduler.agent_registry import AgentRegistryWorkflow
@@ -54,8 +54,10 @@ def build_agent_source(settings: SchedulerSettings, source: DefinitionSource) ->
     if isinstance(source, YamlFileSource):
         return YamlAgentSource(source.path, source_id=source.source_id)
     if settings.scheduler_source is SourceKind.KUBERNETES:
-        return KubernetesAgentSource(getattr(source, "api"), namespace=settings.scheduler_k8s_namespace,
-                                     source_id=source.source_id)
+        from kron.scheduler.kubernetes_source import KubernetesSource
+
+        assert isinstance(source, KubernetesSource)
+        return KubernetesAgentSource(source.api, namespace=settings.scheduler_k8s_namespace, source_id=source.source_id)
     return None
 
 

@@ -30,6 +30,7 @@ from temporalio.exceptions import TimeoutError as TemporalTimeoutError
 with workflow.unsafe.imports_passed_through():
     from kron.common import agent_runs
     from kron.contracts import names
+    from kron.contracts.agents import AgentOverrides, apply_agent
     from kron.contracts.models import AgentRunResult, RunStatus
     from kron.contracts.schedules import (
         QUERY_LEDGER_HISTORY,
@@ -49,7 +50,6 @@ with workflow.unsafe.imports_passed_through():
         RunHistory,
         ScheduledFireInput,
     )
-    from kron.contracts.agents import AgentOverrides, apply_agent
     from kron.scheduler.activities import (
         ObserveInput,
         ObserveResult,

@@ -16,7 +16,15 @@ from pydantic import BaseModel, Field, ValidationError
 
 from kron.common.agents import SHARED_OWNER, AgentNotFound
 from kron.common.logging import get_logger
-from kron.contracts.agents import SOURCE_API, AgentName, AgentRecord, AgentSpec, AgentVersion, AgentView, PutAgent
+from kron.contracts.agents import (
+    SOURCE_API,
+    AgentName,
+    AgentRecord,
+    AgentSpec,
+    AgentVersion,
+    AgentView,
+    PutAgent,
+)
 from kron.contracts.models import DNS_LABEL_PATTERN
 from kron.gateway.agents import agent_errors, read_only
 from kron.gateway.deps import Agents, CurrentUser

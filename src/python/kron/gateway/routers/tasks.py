@@ -31,8 +31,8 @@ from kron.contracts.models import (
     RunProgress,
     UnknownOutcomeDecision,
 )
-from kron.gateway.deps import CurrentUser, RequestId, Runs, State, Transcripts
 from kron.gateway.agents import run_fields
+from kron.gateway.deps import CurrentUser, RequestId, Runs, State, Transcripts
 from kron.gateway.errors import ApiError, ToolkitNotConnectedBody, error_responses, validation_error
 from kron.gateway.metrics import DispatchOutcome
 from kron.gateway.run_limits import run_limit_errors
