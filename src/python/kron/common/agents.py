@@ -11,6 +11,7 @@ from typing import TypeVar
 
 from temporalio.client import (
     Client,
+    RPCTimeoutOrCancelledError,
     WithStartWorkflowOperation,
     WorkflowQueryFailedError,
     WorkflowUpdateFailedError,
@@ -162,6 +163,9 @@ class AgentStore:
             return result
         except WorkflowUpdateFailedError as error:
             raise _refused(error) from None
+        except RPCTimeoutOrCancelledError:
+            # No scheduler worker took the update in time (it stays pending and may still apply).
+            raise AgentsUnavailable("timeout") from None
         except RPCError as error:
             if error.status in (RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.UNAVAILABLE):
                 raise AgentsUnavailable(error.status.name) from None
@@ -177,8 +181,8 @@ class AgentStore:
             if error.status == RPCStatusCode.NOT_FOUND:
                 return None  # no registry yet: no agents
             raise AgentsUnavailable(error.status.name if error.status else "unknown") from None
-        except WorkflowQueryFailedError as error:
-            raise AgentsUnavailable(str(error)) from None
+        except (WorkflowQueryFailedError, RPCTimeoutOrCancelledError) as error:
+            raise AgentsUnavailable(type(error).__name__) from None
 
 
 def _refused(error: WorkflowUpdateFailedError) -> Exception:

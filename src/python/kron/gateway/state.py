@@ -48,8 +48,11 @@ class GatewayState:
         self.schedules = ScheduleStore(
             client, self.schedule_settings, agent_task_queue=self.settings.task_queue, rpc_timeout=rpc_timeout
         )
+        # Agent reads and changes need the scheduler's worker (it hosts the registries): as long as a query.
         self.agents = AgentStore(
-            client, scheduler_task_queue=self.schedule_settings.scheduler_task_queue, rpc_timeout=rpc_timeout
+            client,
+            scheduler_task_queue=self.schedule_settings.scheduler_task_queue,
+            rpc_timeout=timedelta(seconds=self.settings.query_timeout_seconds),
         )
         self.client = client  # last: readiness and the stores' dependencies look at it
 

@@ -94,7 +94,7 @@ _PREFLIGHT_OUTCOMES = {
     operation_id="dispatch_task",
     response_model=DispatchAccepted,
     responses={
-        **error_responses(400, 401, 413, 422, 429, 503),
+        **error_responses(400, 401, 404, 413, 422, 429, 503),  # 404: no such agent (or version)
         409: {"model": ToolkitNotConnectedBody, "description": "A named toolkit is not connected"},
     },
     summary="Start an agent run",
