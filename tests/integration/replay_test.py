@@ -9,7 +9,9 @@ references into the transcript store; recorded with KRON_RECORD_HISTORY_NAME=age
 (recorded by prompt_cache_test.py: a 1h cache after a 10-minute wait), agent_run_hard_cancel (the
 grace timer of a cancel, then the run cancelling itself; `-k record_hard_cancel` records it again),
 agent_run_budget_pause (a run paused at its USD budget, the budget raised by a signal, the run
-resumed to completion, its conversation in the transcript store; `-k record_budget_pause`).
+resumed to completion, its conversation in the transcript store; `-k record_budget_pause`),
+agent_run_tool_policy (tool-policy-v1: an agent's policy asks about one call, approved, denies
+another, and overrides a tool's safety; `-k record_tool_policy`).
 """
 
 from __future__ import annotations
@@ -25,7 +27,17 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
 from kron.contracts import names
-from kron.contracts.models import BudgetUpdate, CancelRequest, RunProgress, RunStatus
+from kron.contracts.models import (
+    AgentRef,
+    ApprovalDecision,
+    ApprovalPolicy,
+    BudgetUpdate,
+    CancelRequest,
+    RunProgress,
+    RunStatus,
+    ToolPolicy,
+)
+from kron.scheduler.workflows import ScheduledFireWorkflow
 from kron.worker.workflows import AgentWorkflow
 from kron_testing import fake_anthropic as replies
 
@@ -34,14 +46,24 @@ from .conftest import Stack
 HISTORIES = Path(__file__).parent / "histories"
 
 
-def _histories() -> list[Path]:
-    return sorted(HISTORIES.glob("*.json"))
+def _histories(pattern: str = "agent_run*.json") -> list[Path]:
+    return sorted(HISTORIES.glob(pattern))
 
 
 @pytest.mark.parametrize("path", _histories(), ids=lambda p: p.stem)
 async def test_committed_history_replays(path: Path) -> None:
     history = WorkflowHistory.from_json(path.stem, json.loads(path.read_text()))
     replayer = Replayer(workflows=[AgentWorkflow], data_converter=pydantic_data_converter)
+    await replayer.replay_workflow(history)
+
+
+# ScheduledFireWorkflow histories (scheduled_fire_*: agent-ref-v1, a fire of a schedule naming an
+# agent, resolved and run, or not found; recorded by tests/integration/scheduler/agents_test.py
+# with KRON_RECORD_HISTORY=1).
+@pytest.mark.parametrize("path", _histories("scheduled_fire_*.json"), ids=lambda p: p.stem)
+async def test_committed_fire_history_replays(path: Path) -> None:
+    history = WorkflowHistory.from_json(path.stem, json.loads(path.read_text()))
+    replayer = Replayer(workflows=[ScheduledFireWorkflow], data_converter=pydantic_data_converter)
     await replayer.replay_workflow(history)
 
 
@@ -91,3 +113,34 @@ async def test_record_budget_pause_history(running_stack: Stack) -> None:
     assert (await handle.result()).status is RunStatus.COMPLETED
     history = await handle.fetch_history()
     (HISTORIES / "agent_run_budget_pause.json").write_text(history.to_json())
+
+
+@pytest.mark.skipif(not os.environ.get("KRON_RECORD_HISTORY"), reason="records a new history")
+async def test_record_tool_policy_history(running_stack: Stack) -> None:
+    toolkit = running_stack.add_step_tool()
+
+    def respond(body: dict[str, object], call_index: int) -> replies.Reply:
+        if replies.turn_of(body) == 0:
+            return replies.tool_use([("NOTES_APPEND", {"turn": 0}), ("NOTES_DELETE", {"turn": 0})])
+        return replies.text("done")
+
+    running_stack.llm.responder = respond
+    policy = ToolPolicy.model_validate({"permissions": {"NOTES_APPEND": "ask", "NOTES_DELETE": "deny"},
+                                        "safety": {"NOTES_APPEND": "idempotent"}})
+    handle = await running_stack.start_run(
+        toolkits=[toolkit], tool_policy=policy, agent=AgentRef(name="notes", version=1),
+        approval=ApprovalPolicy(timeout_seconds=600),
+    )
+    for _ in range(200):
+        progress = await handle.query(names.QUERY_PROGRESS, result_type=RunProgress)
+        if progress.pending_approval is not None:
+            break
+        await asyncio.sleep(0.1)
+    assert progress.pending_approval is not None
+    assert [c.name for c in progress.pending_approval.calls] == ["NOTES_APPEND"]
+    await handle.signal(names.SIGNAL_APPROVE, ApprovalDecision(approved=True, turn=progress.pending_approval.turn))
+    result = await handle.result()
+    assert result.status is RunStatus.COMPLETED and result.agent == AgentRef(name="notes", version=1)
+    assert running_stack.composio.execution_count() == 1
+    history = await handle.fetch_history()
+    (HISTORIES / "agent_run_tool_policy.json").write_text(history.to_json())

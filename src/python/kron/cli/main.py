@@ -5,6 +5,7 @@
     kron tasks [--status S] · kron task ID · kron follow ID · kron cancel ID
     kron approve|deny ID [--reason R] · kron resolve ID retry|skip|abort
     kron schedules list|create|update|get|delete|suspend|resume|trigger|runs ...
+    kron agents list|get|create|update|delete|versions ...   ·   kron run --agent NAME "goal"
     kron login [--issuer URL --client-id ID [--audience A] | --token T] · kron token [--user U]
 
 Gateway: --gateway, else $KRON_GATEWAY_URL, else the running `kron up`'s, else http://127.0.0.1:8080.
@@ -31,6 +32,7 @@ from typing import Any, TextIO
 import httpx
 
 from kron.cli import render
+from kron.cli.agents import add_agent_commands
 from kron.cli.api import Api, CliError, check_user_id, default_user
 from kron.cli.config import TOKEN_FILE, TokenCache, config_dir, gateway_url
 from kron.cli.login import DeviceLogin, cached_token
@@ -141,6 +143,8 @@ def cmd_run(ctx: Context) -> int:
         "budget_usd": a.budget_usd,
     }
     body.update({k: v for k, v in optional.items() if v is not None})
+    if a.agent:  # the agent's definition; the flags given override it where allowed
+        body.update({"agent": a.agent, **({"version": a.agent_version} if a.agent_version else {})})
     if a.approval_required:
         body["approval_required"] = a.approval_required
         if a.approval_timeout is not None:
@@ -452,6 +456,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--approval-timeout", type=int, metavar="SECONDS")
     run.add_argument("--callback-url", metavar="URL", help="receives a signed webhook when the run ends")
     run.add_argument("--idempotency-key", metavar="KEY", help="retries with the same key start one run")
+    run.add_argument("--agent", metavar="NAME", help="run this agent definition (see `kron agents`)")
+    run.add_argument("--agent-version", type=int, metavar="N", help="that version of it (default: its latest)")
 
     follow_cmd = command("follow", cmd_follow, "follow a run live until it ends (like run --wait)")
     follow_cmd.add_argument("task_id", metavar="ID")
@@ -479,6 +485,8 @@ def build_parser() -> argparse.ArgumentParser:
     resolve.add_argument("task_id", metavar="ID")
     resolve.add_argument("action", choices=RESOLVE_ACTIONS)
     resolve.add_argument("--reason")
+
+    add_agent_commands(commands, common, _Parser, _no_subcommand)
 
     schedules = command("schedules", _no_subcommand, "scheduled runs (cron or interval)")
     sched = schedules.add_subparsers(dest="schedules_command", metavar="ACTION", parser_class=_Parser)

@@ -137,6 +137,9 @@ def task_detail(task: Mapping[str, Any], ok_mark: str = "✓", fail_mark: str = 
         lines.append(f"toolkits  {', '.join(task['toolkits'])}")
     if task.get("model"):
         lines.append(f"model     {task['model']}")
+    agent = task.get("agent")
+    if isinstance(agent, Mapping):
+        lines.append(f"agent     {agent.get('name')} v{agent.get('version')}" + (" (shared)" if agent.get("shared") else ""))
     lines.append(f"turns     {task.get('turns', 0)}")
     lines.append(f"usage     {usage_line(task.get('usage'))}")
     steps = task.get("steps") or []

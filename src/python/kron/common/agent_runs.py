@@ -20,6 +20,7 @@ GOAL_PREVIEW_CHARS = 200
 MEMO_GOAL = "goal"
 MEMO_TOOLKITS = "toolkits"
 MEMO_MODEL = "model"
+MEMO_AGENT = "agent"  # {name, version, shared}: the agent definition run (absent: none)
 
 
 def task_id(unique_hex: str) -> str:
@@ -63,6 +64,7 @@ def run_memo(run_input: AgentRunInput, **extra: Any) -> dict[str, Any]:
         MEMO_GOAL: run_input.goal[:GOAL_PREVIEW_CHARS],
         MEMO_TOOLKITS: list(run_input.toolkits),
         MEMO_MODEL: run_input.model,
+        **({MEMO_AGENT: run_input.agent.model_dump()} if run_input.agent else {}),
         **extra,
     }
 

@@ -5,10 +5,11 @@ All models are pydantic v2 and travel through Temporal with the pydantic data co
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from enum import StrEnum
-from typing import Annotated, Any, Literal, TypeAlias
+from typing import Annotated, Any, Literal, TypeAlias, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, Strict
+from pydantic import BaseModel, ConfigDict, Field, Strict, StringConstraints
 
 # How long a prompt-cache entry lives after the request that wrote or last read it started.
 CacheTTL: TypeAlias = Literal["5m", "1h"]
@@ -208,6 +209,57 @@ class ApprovalPolicy(BaseModel):
         )
 
 
+# --- agent definitions (kron.contracts.agents) as a run carries them
+
+# A DNS label, like a Kubernetes object name: agent and schedule names work in the API and as resources.
+DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
+_V = TypeVar("_V")
+# A toolkit or tool slug as a ToolPolicy key.
+ToolKey = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")]
+
+
+class AgentRef(BaseModel):
+    """Names an agent definition. In a request, no version means the latest; in a run, the version
+    the run was resolved to (and `shared`: a declared agent rather than the owner's own)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=DNS_LABEL_PATTERN)
+    version: Annotated[int, Strict()] | None = Field(default=None, ge=1)
+    shared: bool = False
+
+
+class ToolPermission(StrEnum):
+    ALLOW = "allow"  # the call runs
+    ASK = "ask"  # the call waits for a human, as under ApprovalPolicy
+    DENY = "deny"  # the call never runs: the model gets a refusal as its result
+
+
+class ToolPolicy(BaseModel):
+    """An agent's rules for tool calls. Keys are toolkits (`github`: every GITHUB_* tool) or tool
+    slugs, matched as in ApprovalPolicy; the longest matching key wins, so a tool's own entry beats
+    its toolkit's. `safety` overrides how a call is classified for crash recovery, as
+    KRON_TOOL_SAFETY does for the whole deployment."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    default: ToolPermission = ToolPermission.ALLOW
+    permissions: dict[ToolKey, ToolPermission] = Field(default_factory=dict, max_length=128)
+    safety: dict[ToolKey, ToolSafety] = Field(default_factory=dict, max_length=128)
+
+    def permission(self, tool_slug: str) -> ToolPermission:
+        return _longest_match(self.permissions, tool_slug) or self.default
+
+    def safety_of(self, tool_slug: str) -> ToolSafety | None:
+        return _longest_match(self.safety, tool_slug)
+
+
+def _longest_match(entries: Mapping[str, _V], tool_slug: str) -> _V | None:
+    slug = tool_slug.upper()
+    matches = [k for k in entries if slug == k.upper() or slug.startswith(k.upper() + "_")]
+    return entries[max(matches, key=len)] if matches else None
+
+
 class PendingApproval(BaseModel):
     """Tool calls waiting for a decision (the `progress` query shows it while status is waiting)."""
 
@@ -319,6 +371,10 @@ class AgentRunInput(BaseModel):
     # The schedule's USD budget per calendar month (UTC), over all its fires.
     schedule_monthly_budget_usd: BudgetUsd | None = None
     request_id: str | None = None
+    # The agent definition the run was resolved from (its fields are copied in above, so a later
+    # change to the agent never changes this run), and its tool rules (workflow patch tool-policy-v1).
+    agent: AgentRef | None = None
+    tool_policy: ToolPolicy | None = None
     # Set only by the workflow itself when it continues as new.
     checkpoint: Conversation | None = None
 
@@ -332,6 +388,7 @@ class AgentRunResult(BaseModel):
     error: RunError | None = None
     usage: Usage = Field(default_factory=Usage)
     turns: int = 0
+    agent: AgentRef | None = None  # the agent definition (name, version) the run was resolved from
 
 
 class RunProgress(BaseModel):
@@ -347,3 +404,4 @@ class RunProgress(BaseModel):
     budget_usd: float | None = None  # the run's USD budget now (it may have been raised)
     # Set when the oldest tool results are left out of the model's view to fit its context window.
     context_note: str | None = None
+    agent: AgentRef | None = None  # the agent definition (name, version) the run was resolved from

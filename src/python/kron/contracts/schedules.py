@@ -29,7 +29,14 @@ from pydantic import (
     model_validator,
 )
 
-from kron.contracts.models import ApprovalPolicy, RunStatus, StrictBudgetUsd, Usage
+from kron.contracts.models import (
+    DNS_LABEL_PATTERN,
+    AgentRef,
+    ApprovalPolicy,
+    RunStatus,
+    StrictBudgetUsd,
+    Usage,
+)
 
 # --- names
 
@@ -52,7 +59,7 @@ SCHEDULED_START_TIME_ATTRIBUTE: Final = "TemporalScheduledStartTime"
 SOURCE_API: Final = "api"
 
 # A schedule name: a DNS label, like a Kubernetes object name, so one name works in both worlds.
-NAME_PATTERN: Final = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
+NAME_PATTERN: Final = DNS_LABEL_PATTERN
 ScheduleName = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
 ToolkitSlug = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")]
 
@@ -76,6 +83,7 @@ class DispatchStatus(StrEnum):
     STARTED = "started"
     SKIPPED_OVERLAP = "skipped_overlap"
     PREFLIGHT_FAILED = "preflight_failed"
+    FAILED = "failed"  # no run could be made (`reason`, e.g. agent_not_found)
 
 
 class FireOutcome(StrEnum):
@@ -272,6 +280,11 @@ class RunTemplate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     goal: str = Field(min_length=1, max_length=32_000)
+    agent_ref: AgentRef | None = Field(
+        default=None,
+        description="Run this agent definition (no version: the latest at each fire). Fields set "
+        "here override the agent's where allowed (limits only tighten).",
+    )
     toolkits: list[ToolkitSlug] = Field(default_factory=list, max_length=32)
     model: str | None = Field(default=None, min_length=1, max_length=256)
     max_iterations: StrictInt | None = Field(default=None, ge=1, le=1000)
@@ -372,6 +385,8 @@ class FireRecord(BaseModel):
     error: str | None = None
     toolkit: str | None = None  # preflight_failed: the toolkit to connect ...
     connect_url: str | None = None  # ... and where
+    reason: str | None = None  # dispatch failed: why, as a code (agent_not_found, agent_limits, ...)
+    agent: AgentRef | None = None  # the agent definition (name, version) this fire ran
 
     @property
     def active(self) -> bool:

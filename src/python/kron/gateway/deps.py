@@ -12,6 +12,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from kron.common.agents import AgentStore
 from kron.common.schedules import ScheduleStore
 from kron.common.transcripts import TranscriptStore
 from kron.gateway.errors import ApiError, unauthorized
@@ -63,6 +64,15 @@ async def get_schedule_store(state: State) -> ScheduleStore:
 
 
 Schedules = Annotated[ScheduleStore, Depends(get_schedule_store)]
+
+
+async def get_agent_store(state: State) -> AgentStore:
+    if state.agents is None:
+        raise _not_connected()
+    return state.agents
+
+
+Agents = Annotated[AgentStore, Depends(get_agent_store)]
 
 
 async def get_transcript_store(state: State) -> TranscriptStore:

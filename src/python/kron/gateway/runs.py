@@ -18,6 +18,7 @@ import uuid
 from datetime import timedelta
 from typing import Any, TypeVar
 
+from pydantic import ValidationError
 from temporalio.client import (
     Client,
     WorkflowExecution,
@@ -33,7 +34,7 @@ from kron.common import agent_runs
 from kron.common.agent_runs import OWNER_SEARCH_ATTRIBUTE, owner_clause, quote_literal
 from kron.common.logging import get_logger
 from kron.contracts import names
-from kron.contracts.models import AgentRunInput, AgentRunResult, RunProgress, RunStatus
+from kron.contracts.models import AgentRef, AgentRunInput, AgentRunResult, RunProgress, RunStatus
 from kron.gateway.errors import ApiError, not_found
 from kron.gateway.schemas import ExecutionState, TaskDetail, TaskSummary
 from kron.gateway.task_view import needs_result, task_view
@@ -127,6 +128,7 @@ async def summary(execution: WorkflowExecution) -> TaskSummary:
         goal=_str_or_none(memo.get(agent_runs.MEMO_GOAL)),
         toolkits=[t for t in memo.get(agent_runs.MEMO_TOOLKITS) or [] if isinstance(t, str)],
         model=_str_or_none(memo.get(agent_runs.MEMO_MODEL)),
+        agent=_agent_or_none(memo.get(agent_runs.MEMO_AGENT)),
     )
 
 
@@ -266,3 +268,10 @@ class RunStore:
 
 def _str_or_none(value: object) -> str | None:
     return value if isinstance(value, str) else None
+
+
+def _agent_or_none(value: Any) -> AgentRef | None:
+    try:
+        return AgentRef.model_validate(value) if isinstance(value, dict) else None
+    except ValidationError:
+        return None

@@ -12,6 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, StringConstraints
 from kron.common.schedules import ScheduleSummary, ScheduleView
 from kron.contracts.models import (
     DEFAULT_BUDGET_PAUSE_SECONDS,
+    DNS_LABEL_PATTERN,
+    AgentRef,
     BudgetPause,
     CacheTTL,
     PendingApproval,
@@ -54,6 +56,10 @@ class DispatchRequest(BaseModel):
     )
 
     goal: str = Field(min_length=1, max_length=32_000)
+    # A run of an agent definition (GET /agents): the fields below override the agent's where
+    # allowed (limits only tighten, toolkits only narrow: 422 otherwise).
+    agent: str | None = Field(default=None, pattern=DNS_LABEL_PATTERN, description="Run this agent.")
+    version: StrictInt | None = Field(default=None, ge=1, description="The agent's version (default: its latest).")
     toolkit: ToolkitSlug | None = Field(default=None, description="Shorthand for one toolkit.")
     toolkits: list[ToolkitSlug] = Field(default_factory=list, max_length=32)
     model: str | None = Field(default=None, min_length=1, max_length=256)
@@ -121,6 +127,7 @@ class TaskSummary(BaseModel):
     goal: str | None = Field(default=None, description="The first characters of the goal.")
     toolkits: list[str] = Field(default_factory=list)
     model: str | None = None
+    agent: AgentRef | None = Field(default=None, description="The agent definition (name, version) run.")
 
 
 class TaskPage(BaseModel):

@@ -9,6 +9,7 @@ from datetime import timedelta
 
 from temporalio.client import Client
 
+from kron.common.agents import AgentStore
 from kron.common.schedules import ScheduleSettings, ScheduleStore
 from kron.common.transcripts import TranscriptStore
 from kron.common.user_limits import UserLimits
@@ -40,6 +41,7 @@ class GatewayState:
     client: Client | None = None
     runs: RunStore | None = None
     schedules: ScheduleStore | None = None
+    agents: AgentStore | None = None
 
     def limits(self, caller: Identity) -> UserLimits:
         """The caller's per-user limits (settings defaults, role and user overrides)."""
@@ -55,6 +57,12 @@ class GatewayState:
         )
         self.schedules = ScheduleStore(
             client, self.schedule_settings, agent_task_queue=self.settings.task_queue, rpc_timeout=rpc_timeout
+        )
+        # Agent reads and changes need the scheduler's worker (it hosts the registries): as long as a query.
+        self.agents = AgentStore(
+            client,
+            scheduler_task_queue=self.schedule_settings.scheduler_task_queue,
+            rpc_timeout=timedelta(seconds=self.settings.query_timeout_seconds),
         )
         self.client = client  # last: readiness and the stores' dependencies look at it
 

@@ -14,9 +14,12 @@ from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
+from kron.common.agents import AgentNotFound, AgentStore
 from kron.common.logging import get_logger
 from kron.common.schedules import ledger_id
 from kron.common.toolkit_preflight import ToolkitRejected, check_connections
+from kron.contracts.agents import AgentSpec
+from kron.contracts.models import AgentRef
 from kron.contracts.schedules import (
     SCHEDULE_LEDGER_WORKFLOW,
     SIGNAL_LEDGER_RECORD,
@@ -55,6 +58,18 @@ class PreflightResult(BaseModel):
     toolkit: str | None = None
     connect_url: str | None = None
     error: str | None = None
+
+
+class ResolveAgentInput(BaseModel):
+    owner: str
+    ref: AgentRef
+
+
+class ResolvedAgent(BaseModel):
+    """The version a fire runs (both None: no such agent or version, or it was deleted)."""
+
+    ref: AgentRef | None = None
+    spec: AgentSpec | None = None
 
 
 class RecordFireInput(BaseModel):
@@ -97,7 +112,17 @@ class SchedulerActivities:
         self._observe_interval_seconds = observe_interval_seconds
 
     def all(self) -> list[Any]:
-        return [self.check_toolkits, self.record_fire, self.observe_schedule]
+        return [self.check_toolkits, self.record_fire, self.observe_schedule, self.resolve_agent]
+
+    @activity.defn
+    async def resolve_agent(self, input: ResolveAgentInput) -> ResolvedAgent:
+        """The agent version a fire runs, read from the registry now (so no version: the latest at
+        this fire). The registry not answering raises (Temporal retries)."""
+        try:
+            ref, version = await AgentStore(self._client).resolve(input.owner, input.ref)
+        except AgentNotFound:
+            return ResolvedAgent()
+        return ResolvedAgent(ref=ref, spec=version.spec)
 
     @activity.defn
     async def check_toolkits(self, input: PreflightInput) -> PreflightResult:

@@ -18,10 +18,13 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Worker
 
+from kron.common.agents import AgentStore
 from kron.common.logging import configure_logging, get_logger
 from kron.common.ops import Health, serve_ops
 from kron.common.schedules import ScheduleSettings, ScheduleStore
 from kron.scheduler.activities import SchedulerActivities
+from kron.scheduler.agent_registry import AgentRegistryWorkflow
+from kron.scheduler.declared_agents import AgentSource, AgentSync, KubernetesAgentSource, YamlAgentSource
 from kron.scheduler.metrics import SchedulerMetrics
 from kron.scheduler.preflight import LazyConnections, composio_connections_factory
 from kron.scheduler.settings import SchedulerSettings, SourceKind
@@ -38,12 +41,24 @@ def build_worker(
     return Worker(
         client,
         task_queue=task_queue,
-        workflows=[ScheduledFireWorkflow, ScheduleLedgerWorkflow],
+        workflows=[ScheduledFireWorkflow, ScheduleLedgerWorkflow, AgentRegistryWorkflow],
         activities=activities.all(),
         # A dead scheduler's sticky queue would hold the next workflow task for 10 s (SDK default).
         sticky_queue_schedule_to_start_timeout=timedelta(seconds=2),
         graceful_shutdown_timeout=timedelta(seconds=drain_seconds),
     )
+
+
+def build_agent_source(settings: SchedulerSettings, source: DefinitionSource) -> AgentSource | None:
+    """Declared Agents come from where the ScheduledRuns do (the same file, the same cluster)."""
+    if isinstance(source, YamlFileSource):
+        return YamlAgentSource(source.path, source_id=source.source_id)
+    if settings.scheduler_source is SourceKind.KUBERNETES:
+        from kron.scheduler.kubernetes_source import KubernetesSource
+
+        assert isinstance(source, KubernetesSource)
+        return KubernetesAgentSource(source.api, namespace=settings.scheduler_k8s_namespace, source_id=source.source_id)
+    return None
 
 
 def build_source(settings: SchedulerSettings) -> DefinitionSource | None:
@@ -106,7 +121,11 @@ async def run_scheduler(
             # Tests and supervisors wait for this line before they count the scheduler as ready.
             print(f"kron-scheduler ready metrics_port={ops.port}", flush=True)
             if source is not None:
-                sync = ScheduleSync(store, source, schedule_settings.limits, metrics)
+                agent_source = build_agent_source(settings, source)
+                agents = AgentSync(
+                    AgentStore(client, scheduler_task_queue=schedule_settings.scheduler_task_queue), agent_source
+                ) if agent_source is not None else None
+                sync = ScheduleSync(store, source, schedule_settings.limits, metrics, agents=agents)
                 await sync.run(stop, settings.scheduler_resync_seconds)
             else:
                 await stop.wait()

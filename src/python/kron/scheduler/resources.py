@@ -168,6 +168,9 @@ def _history_entry(record: FireRecord) -> dict[str, Any]:
         "error": record.error,
         "toolkit": record.toolkit,
         "connectUrl": record.connect_url,
+        "reason": record.reason,
+        "agent": record.agent.name if record.agent else None,
+        "agentVersion": record.agent.version if record.agent else None,
     }
     if record.usage is not None:
         entry["usage"] = {

@@ -26,6 +26,7 @@ from kron.common.schedules import (
     utcnow,
 )
 from kron.contracts.schedules import RunHistory, ScheduleLimits, limit_errors
+from kron.scheduler.declared_agents import AgentSync
 from kron.scheduler.metrics import SchedulerMetrics
 from kron.scheduler.resources import DeclaredSchedule, render_status
 from kron.scheduler.sources import DefinitionSource, SourceError
@@ -58,7 +59,9 @@ class ScheduleSync:
         metrics: SchedulerMetrics,
         *,
         clock: Callable[[], datetime] = utcnow,
+        agents: AgentSync | None = None,
     ) -> None:
+        self.agents = agents  # the source's declared Agents, synced first (schedules may name them)
         self.store = store
         self.source = source
         self.limits = limits
@@ -67,6 +70,8 @@ class ScheduleSync:
 
     async def reconcile(self) -> SyncReport:
         report = SyncReport()
+        if self.agents is not None:
+            await self.agents.reconcile()
         try:
             declared = await self.source.load()
         except SourceError as error:

@@ -30,6 +30,7 @@ from temporalio.exceptions import TimeoutError as TemporalTimeoutError
 with workflow.unsafe.imports_passed_through():
     from kron.common import agent_runs
     from kron.contracts import names
+    from kron.contracts.agents import AgentOverrides, apply_agent
     from kron.contracts.models import AgentRunResult, RunStatus
     from kron.contracts.schedules import (
         QUERY_LEDGER_HISTORY,
@@ -55,10 +56,19 @@ with workflow.unsafe.imports_passed_through():
         PreflightInput,
         PreflightResult,
         RecordFireInput,
+        ResolveAgentInput,
         SchedulerActivities,
     )
 
 SCHEDULED_START_TIME = SearchAttributeKey.for_datetime(SCHEDULED_START_TIME_ATTRIBUTE)
+
+# Fires of schedules that name an agent resolve it first (no version: the latest at each fire).
+AGENT_REF_PATCH = "agent-ref-v1"
+_AGENT_ERRORS = {
+    "agent_not_found": "The schedule's agent (or its pinned version) does not exist (or was deleted)",
+    "agent_limits": "The schedule loosens its agent's limits or widens its toolkits",
+    "agent_unavailable": "The agent registry did not answer",
+}
 
 # Composio hiccups are retried for about half a minute; after that the fire records preflight_failed.
 PREFLIGHT_RETRY = RetryPolicy(
@@ -101,7 +111,17 @@ class ScheduledFireWorkflow:
         )
         child: workflow.ChildWorkflowHandle[Any, AgentRunResult] | None = None
         try:
-            preflight = await self._preflight(input)
+            agent: dict[str, Any] | None = None
+            if definition.run.agent_ref is not None:
+                resolved = await self._resolve_agent(input)
+                if isinstance(resolved, str):
+                    record = self._update(dispatch=DispatchStatus.FAILED, reason=resolved,
+                                          error=_AGENT_ERRORS.get(resolved, resolved))
+                    await self._report(input, config)
+                    return record
+                agent = resolved
+                self._update(agent=agent["agent"])
+            preflight = await self._preflight(input, agent["toolkits"] if agent is not None else None)
             if not preflight.ok:
                 record = self._update(
                     dispatch=DispatchStatus.PREFLIGHT_FAILED,
@@ -114,19 +134,20 @@ class ScheduledFireWorkflow:
 
             run = definition.run
             task_id = agent_runs.task_id(workflow.uuid4().hex)
+            fields: dict[str, Any] = {
+                "toolkits": list(run.toolkits), "model": run.model, "max_iterations": run.max_iterations,
+                "token_budget": run.token_budget, "approval": run.approval, "budget_usd": run.budget_usd,
+            }
+            if agent is not None:
+                fields.update(agent)
             run_input = agent_runs.agent_run_input(
                 user_id=input.owner,
                 goal=run.goal,
-                toolkits=list(run.toolkits),
-                model=run.model,
-                max_iterations=run.max_iterations,
-                token_budget=run.token_budget,
                 callback_url=run.callback_url,
-                approval=run.approval,
                 request_id=info.workflow_id,
-                budget_usd=run.budget_usd,
                 schedule_name=definition.name,
                 schedule_monthly_budget_usd=run.monthly_budget_usd,
+                **fields,
             )
             child = await workflow.start_child_workflow(
                 names.AGENT_WORKFLOW,
@@ -184,8 +205,35 @@ class ScheduledFireWorkflow:
         self._record = self._record.model_copy(update=fields)
         return self._record
 
-    async def _preflight(self, input: ScheduledFireInput) -> PreflightResult:
-        toolkits = list(input.definition.run.toolkits)
+    async def _resolve_agent(self, input: ScheduledFireInput) -> dict[str, Any] | str:
+        """The run fields of the schedule's agent (resolved now: no version, the latest), or why
+        there is no run: agent_not_found, agent_limits (the schedule loosens the agent's limits),
+        agent_unavailable (the registry did not answer)."""
+        workflow.patched(AGENT_REF_PATCH)  # only fires of schedules naming an agent come here
+        run = input.definition.run
+        assert run.agent_ref is not None
+        try:
+            resolved = await workflow.execute_activity_method(
+                SchedulerActivities.resolve_agent,
+                ResolveAgentInput(owner=input.owner, ref=run.agent_ref),
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=PREFLIGHT_RETRY,
+            )
+        except ActivityError:
+            return "agent_unavailable"
+        if resolved.ref is None or resolved.spec is None:
+            return "agent_not_found"
+        overrides = AgentOverrides(
+            toolkits=list(run.toolkits) or None, model=run.model, max_iterations=run.max_iterations,
+            token_budget=run.token_budget, budget_usd=run.budget_usd,
+            approval_required=list(run.approval.require_for) if run.approval else [],
+            approval_timeout_seconds=run.approval.timeout_seconds if run.approval else None,
+        )
+        fields, errors = apply_agent(resolved.ref, resolved.spec, overrides)
+        return "agent_limits" if errors else fields
+
+    async def _preflight(self, input: ScheduledFireInput, toolkits: list[str] | None = None) -> PreflightResult:
+        toolkits = list(input.definition.run.toolkits) if toolkits is None else toolkits
         if not toolkits:
             return PreflightResult(ok=True)
         try:

@@ -35,6 +35,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from kron.contracts import names
     from kron.contracts.models import (
+        AgentRef,
         AgentRunInput,
         AgentRunResult,
         ApprovalDecision,
@@ -49,6 +50,8 @@ with workflow.unsafe.imports_passed_through():
         RunError,
         RunProgress,
         RunStatus,
+        ToolPermission,
+        ToolPolicy,
         ToolSafety,
         UnknownOutcomeAction,
         UnknownOutcomeDecision,
@@ -88,6 +91,9 @@ BUDGET_PAUSE_PATCH = "budget-pause-v1"
 # Runs started since keep their conversation in the transcript store and send references (see
 # kron.agent_core.transcript_steps); runs started before keep it inline, as their histories say.
 TRANSCRIPTS_PATCH = "transcripts-v1"
+# An agent definition's tool policy (allow / ask / deny, safety overrides): only runs that carry one
+# ask for it, so histories without a policy never meet this marker.
+TOOL_POLICY_PATCH = "tool-policy-v1"
 # Tool input properties through which a tool accepts a caller's idempotency key.
 IDEMPOTENCY_KEY_FIELDS = ("idempotency_key", "idempotencyKey", "client_request_id", "request_id")
 
@@ -133,6 +139,7 @@ class AgentWorkflow:
         self._budget_usd: float | None = None  # set by a set_budget signal
         self._paused: BudgetPause | None = None
         self._pause_deadline: datetime | None = None
+        self._agent: AgentRef | None = None
 
     @workflow.run
     async def run(self, input: AgentRunInput) -> AgentRunResult:
@@ -146,6 +153,7 @@ class AgentWorkflow:
             budget_soft_limit=input.budget_soft_limit,
         )
         self._budgets = workflow.patched(BUDGET_PAUSE_PATCH)
+        self._agent = input.agent
         # A checkpoint carries its own kind of conversation; only a fresh run asks which to start.
         transcript_id = (
             workflow.info().workflow_id
@@ -197,10 +205,14 @@ class AgentWorkflow:
                     self._end_pause()
                     loop.record_model_response(response)
                 elif isinstance(step, RunTools):
-                    approval = await self._approve(input.approval, loop.state.turns, step.calls)
+                    tool_policy = self._tool_policy(input)
+                    denied = _denied(tool_policy, step.calls)
+                    approval = await self._approve(
+                        input.approval, loop.state.turns, [c for c in step.calls if c.id not in denied], tool_policy
+                    )
                     if approval.cancelled:
                         continue  # the loop finishes the run
-                    refusals = approval.refusals
+                    refusals = {**denied, **approval.refusals}
                     try:
                         results = await asyncio.gather(
                             *(
@@ -276,6 +288,7 @@ class AgentWorkflow:
         progress.pending_unknown = list(self._pending_unknown)
         progress.paused = self._paused
         progress.budget_usd = self._loop.limits.budget_usd
+        progress.agent = self._agent
         return progress
 
     @workflow.query(name=names.QUERY_USAGE)
@@ -287,10 +300,14 @@ class AgentWorkflow:
         if self._result is not None:
             return self._result
         if self._loop is None:
-            return AgentRunResult(status=self._status)
-        return self._loop.partial_result(self._status)
+            return AgentRunResult(status=self._status, agent=self._agent)
+        return self._loop.partial_result(self._status).model_copy(update={"agent": self._agent})
 
     # ---- steps ---------------------------------------------------------------------------------
+    def _tool_policy(self, input: AgentRunInput) -> ToolPolicy | None:
+        """The run's tool policy, on the tool-policy-v1 path (asked only by runs that have one)."""
+        return input.tool_policy if input.tool_policy is not None and workflow.patched(TOOL_POLICY_PATCH) else None
+
     def _use_transcripts(self) -> bool:
         return workflow.patched(TRANSCRIPTS_PATCH)
 
@@ -418,7 +435,7 @@ class AgentWorkflow:
             transcript_id=transcript.id if transcript is not None else None,
         )
         if not workflow.patched(TOOL_SAFETY_PATCH) or (
-            await self._safety_of(call.name) != ToolSafety.UNSAFE
+            await self._safety_of(call.name, self._tool_policy(input)) != ToolSafety.UNSAFE
         ):
             # Read-only and idempotent calls are simply retried, after a crash too.
             try:
@@ -471,8 +488,11 @@ class AgentWorkflow:
                 raise asyncio.CancelledError() from exc
             raise
 
-    async def _safety_of(self, tool_name: str) -> ToolSafety:
+    async def _safety_of(self, tool_name: str, policy: ToolPolicy | None = None) -> ToolSafety:
         assert self._loop is not None
+        override = policy.safety_of(tool_name) if policy is not None else None
+        if override is not None:  # the agent's own classification beats the worker's
+            return override
         known = self._loop.state.tool_safety
         if tool_name not in known:
             known.update(
@@ -529,12 +549,17 @@ class AgentWorkflow:
         return decision
 
     async def _approve(
-        self, policy: ApprovalPolicy | None, turn: int, calls: list[ToolCall]
+        self, policy: ApprovalPolicy | None, turn: int, calls: list[ToolCall], tool_policy: ToolPolicy | None = None
     ) -> _ApprovalOutcome:
-        """Wait for a human on the calls the policy gates."""
-        gated = [c for c in calls if policy is not None and policy.requires(c.name)]
-        if policy is None or not gated:
+        """Wait for a human on the calls the policy gates (and those the agent's tool policy asks about)."""
+        gated = [
+            c for c in calls
+            if (policy is not None and policy.requires(c.name))
+            or (tool_policy is not None and tool_policy.permission(c.name) is ToolPermission.ASK)
+        ]
+        if not gated:
             return _ApprovalOutcome()
+        policy = policy or ApprovalPolicy()
         self._pending_approval = PendingApproval(
             turn=turn,
             calls=[PendingToolCall(id=c.id, name=c.name, input=c.input) for c in gated],
@@ -580,6 +605,7 @@ class AgentWorkflow:
             workflow.logger.warning("hard cancel failed: %s", error.cause or error)
 
     async def _finish(self, input: AgentRunInput, result: AgentRunResult) -> None:
+        result.agent = self._agent
         self._status = result.status
         self._result = result
         self._paused = None
@@ -611,6 +637,17 @@ async def _wait_with_timeout(condition: Callable[[], bool], timeout_seconds: int
     """
     if not condition():
         await workflow.wait_condition(condition, timeout=timedelta(seconds=timeout_seconds))
+
+
+def _denied(policy: ToolPolicy | None, calls: list[ToolCall]) -> dict[str, str]:
+    """Calls the agent's tool policy denies: call id -> the refusal the model gets instead."""
+    if policy is None:
+        return {}
+    return {
+        c.id: f"refused: this agent's tool policy does not allow {c.name}; do not call it again"
+        for c in calls
+        if policy.permission(c.name) is ToolPermission.DENY
+    }
 
 
 def _budget_above(loop: AgentLoop, spent_usd: float) -> Callable[[], bool]:

@@ -20,7 +20,9 @@ from kron.common.agent_runs import agent_run_input
 from kron.common.callback_urls import normalized_url
 from kron.common.logging import get_logger
 from kron.contracts import names
+from kron.contracts.agents import AgentOverrides
 from kron.contracts.models import (
+    AgentRef,
     AgentRunInput,
     ApprovalDecision,
     ApprovalPolicy,
@@ -29,6 +31,7 @@ from kron.contracts.models import (
     RunProgress,
     UnknownOutcomeDecision,
 )
+from kron.gateway.agents import run_fields
 from kron.gateway.deps import Caller, CurrentUser, RequestId, Runs, State, Transcripts
 from kron.gateway.errors import ApiError, ToolkitNotConnectedBody, error_responses, validation_error
 from kron.gateway.metrics import DispatchOutcome
@@ -49,6 +52,7 @@ from kron.gateway.schemas import (
     TaskPatched,
 )
 from kron.gateway.settings import GatewaySettings
+from kron.gateway.state import GatewayState
 
 log = get_logger(__name__)
 router = APIRouter(prefix="/tasks", tags=["tasks"])
@@ -90,7 +94,7 @@ _PREFLIGHT_OUTCOMES = {
     operation_id="dispatch_task",
     response_model=DispatchAccepted,
     responses={
-        **error_responses(400, 401, 413, 422, 429, 503),
+        **error_responses(400, 401, 404, 413, 422, 429, 503),  # 404: no such agent (or version)
         409: {"model": ToolkitNotConnectedBody, "description": "A named toolkit is not connected"},
     },
     summary="Start an agent run",
@@ -107,7 +111,8 @@ async def dispatch(
     settings, metrics = state.settings, state.metrics
     user, limits = caller.user_id, state.limits(caller)
     try:
-        run_input = _run_input(body, user, settings, request_id)
+        agent = await _agent_fields(body, user, state)
+        run_input = _run_input(body, user, settings, request_id, agent)
     except ApiError:
         metrics.dispatched(DispatchOutcome.INVALID)
         raise
@@ -146,15 +151,53 @@ async def dispatch(
     return DispatchAccepted(task_id=task_id, status=status, replayed=replayed)
 
 
+async def _agent_fields(body: DispatchRequest, user: str, state: GatewayState) -> dict[str, Any] | None:
+    """A dispatch of an agent definition: its fields with the dispatch's overrides (404/422)."""
+    if body.agent is None:
+        if body.version is not None:
+            raise validation_error([{"loc": ["body", "version"], "msg": "version needs agent", "type": "missing"}])
+        return None
+    if state.agents is None:
+        raise ApiError(503, "temporal_unavailable", "The task service is not connected yet")
+    named = ([body.toolkit] if body.toolkit else []) + body.toolkits
+    overrides = AgentOverrides(
+        toolkits=[t.lower() for t in named] or None, model=body.model, max_iterations=body.max_iterations,
+        token_budget=body.budget, budget_usd=body.budget_usd, approval_required=body.approval_required,
+        approval_timeout_seconds=(
+            body.approval_timeout_seconds if "approval_timeout_seconds" in body.model_fields_set else None
+        ),
+    )
+    return await run_fields(state.agents, user, AgentRef(name=body.agent, version=body.version), overrides,
+                            loc=("body",), fields={"token_budget": "budget"})
+
+
 def _run_input(
-    body: DispatchRequest, user: str, settings: GatewaySettings, request_id: str | None
+    body: DispatchRequest,
+    user: str,
+    settings: GatewaySettings,
+    request_id: str | None,
+    agent: dict[str, Any] | None = None,
 ) -> AgentRunInput:
-    """The workflow input, after the checks that depend on settings (422 like schema errors)."""
+    """The workflow input, after the checks that depend on settings (422 like schema errors).
+    `agent`: the fields of the agent definition the dispatch runs, which replace the body's."""
     named = ([body.toolkit] if body.toolkit else []) + body.toolkits
     toolkits = list(dict.fromkeys(t.lower() for t in named))  # deduplicated, order kept
+    run: dict[str, Any] = {
+        "toolkits": toolkits,
+        "model": body.model,
+        "max_iterations": body.max_iterations,
+        "token_budget": body.budget,
+        "approval": (
+            ApprovalPolicy(require_for=body.approval_required, timeout_seconds=body.approval_timeout_seconds)
+            if body.approval_required
+            else None
+        ),
+        "budget_usd": body.budget_usd,
+        **(agent or {}),
+    }
     errors = run_limit_errors(
-        settings, goal=body.goal, toolkits=toolkits, model=body.model, max_iterations=body.max_iterations,
-        token_budget=body.budget, callback_url=body.callback_url,
+        settings, goal=body.goal, toolkits=run["toolkits"], model=run["model"],
+        max_iterations=run["max_iterations"], token_budget=run["token_budget"], callback_url=body.callback_url,
         loc=("body",), budget_field="budget",
     )
     if errors:
@@ -162,17 +205,8 @@ def _run_input(
     return agent_run_input(
         user_id=user,
         goal=body.goal,
-        toolkits=toolkits,
-        model=body.model,
-        max_iterations=body.max_iterations,
-        token_budget=body.budget,
         callback_url=normalized_url(body.callback_url) if body.callback_url else None,
-        approval=(
-            ApprovalPolicy(require_for=body.approval_required, timeout_seconds=body.approval_timeout_seconds)
-            if body.approval_required
-            else None
-        ),
-        budget_usd=body.budget_usd,
+        **run,
         budget_pause_timeout_seconds=body.budget_pause_timeout_seconds,
         unknown_outcome_timeout_seconds=body.unknown_outcome_timeout_seconds,
         request_id=request_id,
