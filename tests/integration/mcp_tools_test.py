@@ -37,12 +37,6 @@ LOOKUP = "mcp__tools__lookup"
 DELETE = "mcp__tools__delete_item"
 
 
-@pytest.fixture
-def mcp_server() -> Iterator[McpTestServer]:
-    with McpTestServer() as server:
-        yield server
-
-
 def tools_server(mcp: McpTestServer) -> McpServer:
     return McpServer(name="tools", url=mcp.url, headers={"Authorization": HeaderValueFrom(env=TOKEN_ENV)})
 
@@ -59,21 +53,9 @@ def script(*calls: tuple[str, Mapping[str, Any]]) -> replies.Responder:
     return respond
 
 
-@pytest.fixture
-async def mcp_stack(
-    stack: Stack, monkeypatch: pytest.MonkeyPatch
-) -> AsyncIterator[Stack]:
-    monkeypatch.setenv(TOKEN_ENV, f"Bearer {TOKEN}")
-    activities = make_activities(stack.llm, stack.composio)
-    connector = McpConnector(secrets_dir=None)
-    mcp = McpActivities(connector, store_result=activities.store_tool_result)
-    worker: Worker = build_worker(
-        stack.client, WorkerSettings(task_queue=stack.task_queue, drain_seconds=1), activities, mcp
-    )
-    async with worker:
-        yield stack
-    await activities.aclose()
-    await connector.aclose()
+@pytest.fixture(autouse=True)
+def _token(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(TOKEN_ENV, f"Bearer {TOKEN}")  # read by the in-process worker's MCP activities
 
 
 def _decoded(history: WorkflowHistory) -> str:

@@ -17,6 +17,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 
 from kron.common.logging import get_logger
 from kron.common.schedules import ScheduleSettings
+from kron.common.mcp_connect import McpConnector
 from kron.common.toolkit_preflight import ConnectionsFactory
 from kron.common.transcripts import TranscriptSettings, open_store
 from kron.gateway.cursors import CursorCodec
@@ -70,6 +71,7 @@ def create_app(
         ),
         cursors=CursorCodec(settings.jwt_secret.get_secret_value().encode()),
         transcripts=open_store(TranscriptSettings()),
+        mcp=McpConnector(secrets_dir=settings.mcp_secrets_dir, timeout_seconds=settings.mcp_preflight_timeout_seconds),
     )
 
     @asynccontextmanager

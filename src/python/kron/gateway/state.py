@@ -9,6 +9,7 @@ from datetime import timedelta
 
 from temporalio.client import Client
 
+from kron.common.mcp_connect import McpConnector
 from kron.common.schedules import ScheduleSettings, ScheduleStore
 from kron.common.transcripts import TranscriptStore
 from kron.gateway.cursors import CursorCodec
@@ -30,6 +31,7 @@ class GatewayState:
     # Where runs keep their conversations (`KRON_TRANSCRIPT_*`, as the worker reads them): the
     # gateway only deletes from it.
     transcripts: TranscriptStore
+    mcp: McpConnector  # the MCP preflight's connection pool (KRON_MCP_SECRETS_DIR for header values)
     # Set by `attach` once Temporal is connected (the lifespan); None until then (routes answer 503).
     client: Client | None = None
     runs: RunStore | None = None
@@ -51,3 +53,4 @@ class GatewayState:
     async def aclose(self) -> None:
         await self.preflight.aclose()
         await self.transcripts.aclose()
+        await self.mcp.aclose()
