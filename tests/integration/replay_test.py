@@ -9,7 +9,9 @@ references into the transcript store; recorded with KRON_RECORD_HISTORY_NAME=age
 (recorded by prompt_cache_test.py: a 1h cache after a 10-minute wait), agent_run_hard_cancel (the
 grace timer of a cancel, then the run cancelling itself; `-k record_hard_cancel` records it again),
 agent_run_budget_pause (a run paused at its USD budget, the budget raised by a signal, the run
-resumed to completion, its conversation in the transcript store; `-k record_budget_pause`).
+resumed to completion, its conversation in the transcript store; `-k record_budget_pause`),
+agent_run_mcp_tools (mcp-tools-v1: an MCP server's tools listed once, a read-only call, a
+destructive one answered with isError, then a Composio call; `-k record_mcp_tools`).
 """
 
 from __future__ import annotations
@@ -27,7 +29,9 @@ from temporalio.worker import Replayer
 from kron.contracts import names
 from kron.contracts.models import BudgetUpdate, CancelRequest, RunProgress, RunStatus
 from kron.worker.workflows import AgentWorkflow
+from kron.contracts.mcp import HeaderValueFrom, McpServer
 from kron_testing import fake_anthropic as replies
+from kron_testing.mcp_server import McpTestServer
 
 from .conftest import Stack
 
@@ -91,3 +95,23 @@ async def test_record_budget_pause_history(running_stack: Stack) -> None:
     assert (await handle.result()).status is RunStatus.COMPLETED
     history = await handle.fetch_history()
     (HISTORIES / "agent_run_budget_pause.json").write_text(history.to_json())
+
+
+@pytest.mark.skipif(not os.environ.get("KRON_RECORD_HISTORY"), reason="records a new history")
+async def test_record_mcp_tools_history(
+    mcp_stack: Stack, mcp_server: McpTestServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MCP_REPLAY_TOKEN", "Bearer replay")
+    toolkit = mcp_stack.add_step_tool()
+    calls = [("mcp__tools__lookup", {"key": "k"}), ("mcp__tools__delete_item", {"item_id": -1}),
+             ("NOTES_APPEND", {"turn": 2})]
+    mcp_stack.llm.responder = lambda body, i: (
+        replies.tool_use([calls[replies.turn_of(body)]]) if replies.turn_of(body) < len(calls)
+        else replies.text("done")
+    )
+    server = McpServer(name="tools", url=mcp_server.url,
+                       headers={"Authorization": HeaderValueFrom(env="MCP_REPLAY_TOKEN")})
+    handle = await mcp_stack.start_run(toolkits=[toolkit], mcp_servers=[server])
+    assert (await handle.result()).status is RunStatus.COMPLETED
+    history = await handle.fetch_history()
+    (HISTORIES / "agent_run_mcp_tools.json").write_text(history.to_json())
