@@ -160,27 +160,8 @@ def stack(client: Client, fake_llm: FakeAnthropic, fake_composio: FakeComposio) 
 
 @pytest.fixture
 async def running_stack(stack: Stack) -> AsyncIterator[Stack]:
-    """`stack` with an in-process worker polling its task queue."""
-    activities = make_activities(stack.llm, stack.composio)
-    worker: Worker = build_worker(
-        stack.client, WorkerSettings(task_queue=stack.task_queue, drain_seconds=1), activities
-    )
-    async with worker:
-        yield stack
-    await activities.aclose()
-
-
-@pytest.fixture
-def mcp_server() -> Iterator[McpTestServer]:
-    """A real MCP server (read-only `lookup`, destructive `delete_item`) on a loopback port."""
-    with McpTestServer() as server:
-        yield server
-
-
-@pytest.fixture
-async def mcp_stack(stack: Stack) -> AsyncIterator[Stack]:
-    """`running_stack` whose worker also runs the MCP activities (header values from this
-    process's environment; no secrets directory)."""
+    """`stack` with an in-process worker polling its task queue (MCP activities included: header
+    values from this process's environment, no secrets directory)."""
     activities = make_activities(stack.llm, stack.composio)
     connector = McpConnector(secrets_dir=None)
     mcp = McpActivities(connector, store_result=activities.store_tool_result)
@@ -191,6 +172,13 @@ async def mcp_stack(stack: Stack) -> AsyncIterator[Stack]:
         yield stack
     await activities.aclose()
     await connector.aclose()
+
+
+@pytest.fixture
+def mcp_server() -> Iterator[McpTestServer]:
+    """A real MCP server (read-only `lookup`, destructive `delete_item`) on a loopback port."""
+    with McpTestServer() as server:
+        yield server
 
 
 def spawn_worker(stack: Stack, temporal: TemporalDevServer, **env: str) -> KronProcess:

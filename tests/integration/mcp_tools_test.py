@@ -10,18 +10,23 @@ from __future__ import annotations
 import asyncio
 import base64
 import uuid
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
 from temporalio.client import WorkflowHandle, WorkflowHistory
-from temporalio.worker import Worker
 
 from kron.common.mcp_connect import McpConnector
 from kron.contracts import names
 from kron.contracts.mcp import HeaderValueFrom, McpServer, SecretKeyRef
-from kron.contracts.models import AgentRunResult, RunProgress, RunStatus, UnknownOutcomeAction, UnknownOutcomeDecision
+from kron.contracts.models import (
+    AgentRunResult,
+    RunProgress,
+    RunStatus,
+    UnknownOutcomeAction,
+    UnknownOutcomeDecision,
+)
 from kron.worker.main import build_worker
 from kron.worker.mcp_activities import McpActivities
 from kron.worker.settings import WorkerSettings
@@ -78,13 +83,13 @@ def _decoded(history: WorkflowHistory) -> str:
 
 
 async def test_a_run_uses_read_only_and_destructive_mcp_tools_beside_composio(
-    mcp_stack: Stack, mcp_server: McpTestServer
+    running_stack: Stack, mcp_server: McpTestServer
 ) -> None:
-    toolkit = mcp_stack.add_step_tool("NOTES_APPEND")
-    mcp_stack.llm.responder = script(
+    toolkit = running_stack.add_step_tool("NOTES_APPEND")
+    running_stack.llm.responder = script(
         (LOOKUP, {"key": "k1"}), (DELETE, {"item_id": 7}), ("NOTES_APPEND", {"turn": 2})
     )
-    handle = await mcp_stack.start_run(toolkits=[toolkit], mcp_servers=[tools_server(mcp_server)])
+    handle = await running_stack.start_run(toolkits=[toolkit], mcp_servers=[tools_server(mcp_server)])
     result = await handle.result()
 
     assert result.status == RunStatus.COMPLETED
@@ -93,8 +98,8 @@ async def test_a_run_uses_read_only_and_destructive_mcp_tools_beside_composio(
     ]
     # The header value was read from the worker's environment, and only there.
     assert {c.authorization for c in mcp_server.calls} == {f"Bearer {TOKEN}"}
-    assert mcp_stack.composio.execution_count() == 1
-    first = mcp_stack.llm.requests[0].body or {}
+    assert running_stack.composio.execution_count() == 1
+    first = running_stack.llm.requests[0].body or {}
     tools = {t["name"]: t for t in first["tools"]}
     assert {LOOKUP, DELETE, "NOTES_APPEND"} <= set(tools)
     assert tools[DELETE]["input_schema"]["required"] == ["item_id"]
@@ -106,10 +111,10 @@ async def test_a_run_uses_read_only_and_destructive_mcp_tools_beside_composio(
 
 
 async def test_a_tool_error_result_is_an_error_tool_result_for_that_call_only(
-    mcp_stack: Stack, mcp_server: McpTestServer
+    running_stack: Stack, mcp_server: McpTestServer
 ) -> None:
-    mcp_stack.llm.responder = script((DELETE, {"item_id": -1}), (LOOKUP, {"key": "after"}))
-    handle = await mcp_stack.start_run(mcp_servers=[tools_server(mcp_server)])
+    running_stack.llm.responder = script((DELETE, {"item_id": -1}), (LOOKUP, {"key": "after"}))
+    handle = await running_stack.start_run(mcp_servers=[tools_server(mcp_server)])
     result = await handle.result()
     assert result.status == RunStatus.COMPLETED
     progress = await handle.query(names.QUERY_PROGRESS, result_type=RunProgress)
@@ -217,14 +222,14 @@ async def test_read_only_call_in_flight_at_a_crash_is_retried(
 
 
 async def test_unsafe_call_to_a_server_that_refuses_connections_is_retried_then_reported(
-    mcp_stack: Stack, mcp_server: McpTestServer
+    running_stack: Stack, mcp_server: McpTestServer
 ) -> None:
     server = tools_server(mcp_server)
     call = script((DELETE, {"item_id": 1}))
     # The first reply comes late: the server is gone by the time the call is made.
-    mcp_stack.llm.responder = lambda body, i: replies.delay(1.0, call(body, i)) if i == 0 else call(body, i)
-    handle = await mcp_stack.start_run(mcp_servers=[server])
-    await mcp_stack.wait_for_model_requests(1)
+    running_stack.llm.responder = lambda body, i: replies.delay(1.0, call(body, i)) if i == 0 else call(body, i)
+    handle = await running_stack.start_run(mcp_servers=[server])
+    await running_stack.wait_for_model_requests(1)
     await asyncio.to_thread(mcp_server.stop)  # the request certainly never reaches it
     result = await handle.result()
     assert result.status == RunStatus.COMPLETED

@@ -27,9 +27,9 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
 from kron.contracts import names
+from kron.contracts.mcp import HeaderValueFrom, McpServer
 from kron.contracts.models import BudgetUpdate, CancelRequest, RunProgress, RunStatus
 from kron.worker.workflows import AgentWorkflow
-from kron.contracts.mcp import HeaderValueFrom, McpServer
 from kron_testing import fake_anthropic as replies
 from kron_testing.mcp_server import McpTestServer
 
@@ -99,19 +99,19 @@ async def test_record_budget_pause_history(running_stack: Stack) -> None:
 
 @pytest.mark.skipif(not os.environ.get("KRON_RECORD_HISTORY"), reason="records a new history")
 async def test_record_mcp_tools_history(
-    mcp_stack: Stack, mcp_server: McpTestServer, monkeypatch: pytest.MonkeyPatch
+    running_stack: Stack, mcp_server: McpTestServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("MCP_REPLAY_TOKEN", "Bearer replay")
-    toolkit = mcp_stack.add_step_tool()
+    toolkit = running_stack.add_step_tool()
     calls = [("mcp__tools__lookup", {"key": "k"}), ("mcp__tools__delete_item", {"item_id": -1}),
              ("NOTES_APPEND", {"turn": 2})]
-    mcp_stack.llm.responder = lambda body, i: (
+    running_stack.llm.responder = lambda body, i: (
         replies.tool_use([calls[replies.turn_of(body)]]) if replies.turn_of(body) < len(calls)
         else replies.text("done")
     )
     server = McpServer(name="tools", url=mcp_server.url,
                        headers={"Authorization": HeaderValueFrom(env="MCP_REPLAY_TOKEN")})
-    handle = await mcp_stack.start_run(toolkits=[toolkit], mcp_servers=[server])
+    handle = await running_stack.start_run(toolkits=[toolkit], mcp_servers=[server])
     assert (await handle.result()).status is RunStatus.COMPLETED
     history = await handle.fetch_history()
     (HISTORIES / "agent_run_mcp_tools.json").write_text(history.to_json())

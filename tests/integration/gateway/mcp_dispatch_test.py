@@ -106,7 +106,7 @@ async def test_an_unset_credential_is_409_naming_the_reference_not_a_value(
 
 
 async def test_a_dispatched_run_calls_the_allowed_server(
-    make_gateway: GatewayFactory, mcp_stack: Stack, mcp_server: McpTestServer
+    make_gateway: GatewayFactory, running_stack: Stack, mcp_server: McpTestServer
 ) -> None:
     gateway = await _allowing(make_gateway, mcp_server)
     user = unique_user()
@@ -116,7 +116,7 @@ async def test_a_dispatched_run_calls_the_allowed_server(
             return replies.tool_use([("mcp__tools__lookup", {"key": "k"})])
         return replies.text("found it")
 
-    mcp_stack.llm.responder = respond
+    running_stack.llm.responder = respond
     response = await gateway.dispatch(
         user, mcp_servers=[server(mcp_server.url, Authorization={"env": TOKEN_ENV})]
     )
@@ -124,3 +124,15 @@ async def test_a_dispatched_run_calls_the_allowed_server(
     task = await gateway.wait_until_terminal(user, response.json()["task_id"])
     assert task["status"] == "completed" and task["output"] == "found it"
     assert [c.authorization for c in mcp_server.calls] == ["Bearer gateway-test-token"]
+
+
+async def test_a_user_schedule_cannot_name_an_internal_address_either(
+    make_gateway: GatewayFactory, mcp_server: McpTestServer
+) -> None:
+    gateway = await _allowing(make_gateway, mcp_server)
+    user = unique_user()
+    body = {"name": "nightly", "timing": {"cron": ["0 3 * * *"]},
+            "run": {"goal": "g", "mcp_servers": [server("http://169.254.169.254/latest/")]}}
+    response = await gateway.http.post("/schedules", json=body, headers=await gateway.headers(user))
+    assert response.status_code == 422, response.text
+    assert response.json()["error"] == "validation_error" and "allow-list" in response.json()["detail"]

@@ -191,7 +191,7 @@ class McpConnector:
             finally:
                 try:
                     await client.__aexit__(None, None, None)
-                except Exception:  # noqa: BLE001, S110 - closing a stateless client: nothing to lose
+                except Exception:  # noqa: BLE001 - closing a stateless client: nothing to lose
                     pass
 
     async def list_tools(self, server: McpServer) -> list[Tool]:

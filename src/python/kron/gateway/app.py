@@ -16,8 +16,8 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
 from kron.common.logging import get_logger
-from kron.common.schedules import ScheduleSettings
 from kron.common.mcp_connect import McpConnector
+from kron.common.schedules import ScheduleSettings
 from kron.common.toolkit_preflight import ConnectionsFactory
 from kron.common.transcripts import TranscriptSettings, open_store
 from kron.gateway.cursors import CursorCodec

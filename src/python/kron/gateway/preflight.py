@@ -15,7 +15,6 @@ from collections.abc import Sequence
 from kron.common.logging import get_logger
 from kron.common.mcp_connect import McpConnector
 from kron.common.mcp_preflight import MCP_SERVER_UNAVAILABLE, first_unavailable
-from kron.contracts.mcp import McpServer
 from kron.common.toolkit_preflight import (
     ConnectionsFactory,
     NotConnected,
@@ -23,6 +22,7 @@ from kron.common.toolkit_preflight import (
     ToolkitRejected,
     check_connections,
 )
+from kron.contracts.mcp import McpServer
 from kron.gateway.errors import ApiError
 from kron.gateway.metrics import GatewayMetrics, PreflightOutcome
 from kron.gateway.settings import GatewaySettings

@@ -50,6 +50,7 @@ with workflow.unsafe.imports_passed_through():
         ScheduledFireInput,
     )
     from kron.scheduler.activities import (
+        McpPreflightInput,
         ObserveInput,
         ObserveResult,
         PreflightInput,
@@ -75,6 +76,8 @@ OBSERVE_RETRY = RetryPolicy(
 # A ledger continues as new after this many fire records and observations (each costs a handful of
 # history events), keeping its history well under Temporal's limits however long a run polls.
 EVENTS_PER_LEDGER_RUN = 200
+# Fires of schedules that name MCP servers check them too (and pass them to the run).
+MCP_TOOLS_PATCH = "mcp-tools-v1"
 
 
 @workflow.defn(name=SCHEDULED_FIRE_WORKFLOW)
@@ -127,6 +130,7 @@ class ScheduledFireWorkflow:
                 budget_usd=run.budget_usd,
                 schedule_name=definition.name,
                 schedule_monthly_budget_usd=run.monthly_budget_usd,
+                mcp_servers=list(run.mcp_servers),
             )
             child = await workflow.start_child_workflow(
                 names.AGENT_WORKFLOW,
@@ -185,6 +189,21 @@ class ScheduledFireWorkflow:
         return self._record
 
     async def _preflight(self, input: ScheduledFireInput) -> PreflightResult:
+        toolkits = await self._preflight_toolkits(input)
+        servers = list(input.definition.run.mcp_servers)
+        if not toolkits.ok or not servers or not workflow.patched(MCP_TOOLS_PATCH):
+            return toolkits
+        try:
+            return await workflow.execute_activity_method(
+                SchedulerActivities.check_mcp_servers,
+                McpPreflightInput(servers=servers),
+                start_to_close_timeout=timedelta(seconds=60),
+                retry_policy=PREFLIGHT_RETRY,
+            )
+        except ActivityError:
+            return PreflightResult(ok=False, error="Could not check the MCP servers")
+
+    async def _preflight_toolkits(self, input: ScheduledFireInput) -> PreflightResult:
         toolkits = list(input.definition.run.toolkits)
         if not toolkits:
             return PreflightResult(ok=True)
