@@ -20,6 +20,7 @@ import asyncio
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 from temporalio.client import WorkflowFailureError, WorkflowHistory
@@ -103,7 +104,7 @@ async def test_record_mcp_tools_history(
 ) -> None:
     monkeypatch.setenv("MCP_REPLAY_TOKEN", "Bearer replay")
     toolkit = running_stack.add_step_tool()
-    calls = [("mcp__tools__lookup", {"key": "k"}), ("mcp__tools__delete_item", {"item_id": -1}),
+    calls: list[tuple[str, dict[str, Any]]] = [("mcp__tools__lookup", {"key": "k"}), ("mcp__tools__delete_item", {"item_id": -1}),
              ("NOTES_APPEND", {"turn": 2})]
     running_stack.llm.responder = lambda body, i: (
         replies.tool_use([calls[replies.turn_of(body)]]) if replies.turn_of(body) < len(calls)

@@ -50,10 +50,10 @@ def test_user_servers_are_checked_for_url_and_env_references() -> None:
 def test_headers_resolve_from_env_and_mounted_secrets_without_leaking_values(tmp_path: Path) -> None:
     (tmp_path / "tools-auth").mkdir()
     (tmp_path / "tools-auth" / "token").write_text("s3cret-from-file\n")
-    server = _server(
-        Authorization=HeaderValueFrom(secret_key_ref=SecretKeyRef(name="tools-auth", key="token")),
-        **{"X-Team": HeaderValueFrom(env="MCP_TEAM")},
-    )
+    server = McpServer(name="tools", url="https://tools.example.com/mcp", headers={
+        "Authorization": HeaderValueFrom(secret_key_ref=SecretKeyRef(name="tools-auth", key="token")),
+        "X-Team": HeaderValueFrom(env="MCP_TEAM"),
+    })
     assert resolve_headers(server, tmp_path, {"MCP_TEAM": "infra"}) == {
         "Authorization": "s3cret-from-file", "X-Team": "infra"
     }
