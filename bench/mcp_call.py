@@ -89,7 +89,7 @@ async def main(turns: int, runs: int) -> None:
                 assert len(steps) == turns and all(s.ok for s in progress.steps), progress.steps
                 return elapsed, steps
 
-            designs = {
+            designs: dict[str, dict[str, Any]] = {
                 "Composio (fake server)": {"toolkits": [toolkit]},
                 "MCP (test MCPServer)": {"mcp_servers": [McpServer(name="tools", url=mcp_server.url)]},
             }
@@ -104,7 +104,7 @@ async def main(turns: int, runs: int) -> None:
 
     print(f"\nA tool call inside a run: MCP vs Composio-fake ({turns} tool calls per run, "
           f"median of {runs} runs, {os.cpu_count()} cores)\n")
-    rows = [("tool source", "run (ms)", "tool step, activity-measured (ms)")]
+    rows: list[tuple[str, ...]] = [("tool source", "run (ms)", "tool step, activity-measured (ms)")]
     for name, (run_times, step_times) in results.items():
         rows.append((name, f"{median_ms(run_times):.0f}", f"{statistics.median(step_times) * 1000:.1f}"))
     print(table(rows))
