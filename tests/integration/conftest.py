@@ -20,14 +20,17 @@ from temporalio.worker import Worker
 
 from kron.agent_core.anthropic_llm import AnthropicLLM
 from kron.agent_core.composio_tools import ComposioToolProvider
+from kron.common.mcp_connect import McpConnector
 from kron.common.transcripts import TranscriptStore
 from kron.contracts import names
 from kron.contracts.models import AgentRunInput, AgentRunResult
 from kron.worker.activities import AgentActivities
 from kron.worker.main import build_worker
+from kron.worker.mcp_activities import McpActivities
 from kron.worker.settings import WorkerSettings
 from kron_testing.fake_anthropic import FakeAnthropic
 from kron_testing.fake_composio import FakeComposio, ToolFailed
+from kron_testing.mcp_server import McpTestServer
 from kron_testing.processes import KronProcess
 from kron_testing.temporal_server import TemporalDevServer
 
@@ -157,14 +160,25 @@ def stack(client: Client, fake_llm: FakeAnthropic, fake_composio: FakeComposio) 
 
 @pytest.fixture
 async def running_stack(stack: Stack) -> AsyncIterator[Stack]:
-    """`stack` with an in-process worker polling its task queue."""
+    """`stack` with an in-process worker polling its task queue (MCP activities included: header
+    values from this process's environment, no secrets directory)."""
     activities = make_activities(stack.llm, stack.composio)
+    connector = McpConnector(secrets_dir=None)
+    mcp = McpActivities(connector, store_result=activities.store_tool_result)
     worker: Worker = build_worker(
-        stack.client, WorkerSettings(task_queue=stack.task_queue, drain_seconds=1), activities
+        stack.client, WorkerSettings(task_queue=stack.task_queue, drain_seconds=1), activities, mcp
     )
     async with worker:
         yield stack
     await activities.aclose()
+    await connector.aclose()
+
+
+@pytest.fixture
+def mcp_server() -> Iterator[McpTestServer]:
+    """A real MCP server (read-only `lookup`, destructive `delete_item`) on a loopback port."""
+    with McpTestServer() as server:
+        yield server
 
 
 def spawn_worker(stack: Stack, temporal: TemporalDevServer, **env: str) -> KronProcess:

@@ -12,6 +12,8 @@ agent_run_budget_pause (a run paused at its USD budget, the budget raised by a s
 resumed to completion, its conversation in the transcript store; `-k record_budget_pause`),
 agent_run_tool_policy (tool-policy-v1: an agent's policy asks about one call, approved, denies
 another, and overrides a tool's safety; `-k record_tool_policy`).
+agent_run_mcp_tools (mcp-tools-v1: an MCP server's tools listed once, a read-only call, a
+destructive one answered with isError, then a Composio call; `-k record_mcp_tools`).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import asyncio
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 from temporalio.client import WorkflowFailureError, WorkflowHistory
@@ -38,8 +41,11 @@ from kron.contracts.models import (
     ToolPolicy,
 )
 from kron.scheduler.workflows import ScheduledFireWorkflow
+from kron.contracts.mcp import HeaderValueFrom, McpServer
+from kron.contracts.models import BudgetUpdate, CancelRequest, RunProgress, RunStatus
 from kron.worker.workflows import AgentWorkflow
 from kron_testing import fake_anthropic as replies
+from kron_testing.mcp_server import McpTestServer
 
 from .conftest import Stack
 
@@ -144,3 +150,20 @@ async def test_record_tool_policy_history(running_stack: Stack) -> None:
     assert running_stack.composio.execution_count() == 1
     history = await handle.fetch_history()
     (HISTORIES / "agent_run_tool_policy.json").write_text(history.to_json())
+async def test_record_mcp_tools_history(
+    running_stack: Stack, mcp_server: McpTestServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MCP_REPLAY_TOKEN", "Bearer replay")
+    toolkit = running_stack.add_step_tool()
+    calls: list[tuple[str, dict[str, Any]]] = [("mcp__tools__lookup", {"key": "k"}), ("mcp__tools__delete_item", {"item_id": -1}),
+             ("NOTES_APPEND", {"turn": 2})]
+    running_stack.llm.responder = lambda body, i: (
+        replies.tool_use([calls[replies.turn_of(body)]]) if replies.turn_of(body) < len(calls)
+        else replies.text("done")
+    )
+    server = McpServer(name="tools", url=mcp_server.url,
+                       headers={"Authorization": HeaderValueFrom(env="MCP_REPLAY_TOKEN")})
+    handle = await running_stack.start_run(toolkits=[toolkit], mcp_servers=[server])
+    assert (await handle.result()).status is RunStatus.COMPLETED
+    history = await handle.fetch_history()
+    (HISTORIES / "agent_run_mcp_tools.json").write_text(history.to_json())

@@ -26,11 +26,19 @@ class ToolSafetyPolicy:
         merged = {**BUILT_IN_OVERRIDES, **{k.upper(): v for k, v in (overrides or {}).items()}}
         self._overrides = sorted(merged.items(), key=lambda item: -len(item[0]))
 
-    def classify(self, tool_slug: str) -> ToolSafety:
+    def override(self, tool_slug: str) -> ToolSafety | None:
+        """The deployment's (or a built-in) entry for the tool or its toolkit, if any."""
         slug = tool_slug.upper()
         for key, safety in self._overrides:
             if slug == key or slug.startswith(key + "_"):
                 return safety
+        return None
+
+    def classify(self, tool_slug: str) -> ToolSafety:
+        overridden = self.override(tool_slug)
+        if overridden is not None:
+            return overridden
+        slug = tool_slug.upper()
         words = slug.split("_")
         # The verb is the first word after the toolkit; scan a few in case the toolkit has two words.
         for word in words[1:4]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 # A server's name namespaces its tools (see the worker's MCP tool source), so it is short and plain.
 McpServerName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9-]{0,30}[a-z0-9]$")]
@@ -56,3 +56,27 @@ class McpServer(BaseModel):
     # Header name -> where its value comes from. A plain string here is refused by validation: a
     # literal secret must never reach a definition or a run's history.
     headers: dict[HeaderName, HeaderValueFrom] = Field(default_factory=dict, max_length=32)
+
+
+# The most servers one run, dispatch or agent may name.
+MAX_MCP_SERVERS = 16
+
+
+def _unique_names(servers: list[McpServer]) -> list[McpServer]:
+    names = [s.name for s in servers]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ValueError(f"MCP server names must be unique (repeated: {', '.join(duplicates)})")
+    return servers
+
+
+# A list of servers as a run, a dispatch or an agent carries it: names are unique (they namespace
+# the servers' tools).
+McpServers = Annotated[list[McpServer], Field(max_length=MAX_MCP_SERVERS), AfterValidator(_unique_names)]
+
+
+class McpToolRef(BaseModel):
+    """Which server's which tool a namespaced tool name (what the model sees) stands for."""
+
+    server: McpServerName
+    tool: str = Field(min_length=1, max_length=256)

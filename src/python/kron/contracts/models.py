@@ -11,6 +11,8 @@ from typing import Annotated, Any, Literal, TypeAlias, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, Strict, StringConstraints
 
+from kron.contracts.mcp import McpServers, McpToolRef
+
 # How long a prompt-cache entry lives after the request that wrote or last read it started.
 CacheTTL: TypeAlias = Literal["5m", "1h"]
 # Model calls per run when a dispatch or schedule does not say.
@@ -189,6 +191,8 @@ class Conversation(BaseModel):
     steps: list[StepRecord] = Field(default_factory=list)
     tool_safety: dict[str, ToolSafety] = Field(default_factory=dict)  # as classified by the worker
     budget_note_sent: bool = False  # the model was told once that the USD budget is nearly spent
+    # mcp-tools-v1: each MCP tool's namespaced name (as the model sees it) -> its server and tool.
+    mcp_tools: dict[str, McpToolRef] = Field(default_factory=dict)
 
 
 class ApprovalPolicy(BaseModel):
@@ -375,6 +379,8 @@ class AgentRunInput(BaseModel):
     # change to the agent never changes this run), and its tool rules (workflow patch tool-policy-v1).
     agent: AgentRef | None = None
     tool_policy: ToolPolicy | None = None
+    # MCP servers whose tools the run may call (header values by reference, resolved by the worker).
+    mcp_servers: McpServers = Field(default_factory=list)
     # Set only by the workflow itself when it continues as new.
     checkpoint: Conversation | None = None
 

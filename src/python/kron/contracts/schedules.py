@@ -29,6 +29,7 @@ from pydantic import (
     model_validator,
 )
 
+from kron.contracts.mcp import McpServers
 from kron.contracts.models import (
     DNS_LABEL_PATTERN,
     AgentRef,
@@ -297,6 +298,9 @@ class RunTemplate(BaseModel):
     approval: ApprovalPolicy | None = Field(default=None, description="Tool calls that wait for a human.")
     timeout_seconds: StrictInt | None = Field(
         default=None, ge=60, le=7 * 24 * 3600, description="A run still going after this is timed_out."
+    )
+    mcp_servers: McpServers = Field(
+        default_factory=list, description="MCP servers whose tools each fire's run may call (checked at every fire)."
     )
 
     @field_validator("toolkits")

@@ -16,6 +16,7 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
 from kron.common.logging import get_logger
+from kron.common.mcp_connect import McpConnector
 from kron.common.schedules import ScheduleSettings
 from kron.common.toolkit_preflight import ConnectionsFactory
 from kron.common.transcripts import TranscriptSettings, open_store
@@ -72,6 +73,7 @@ def create_app(
         cursors=CursorCodec(settings.jwt_secret.get_secret_value().encode()),
         transcripts=open_store(TranscriptSettings()),
         verifier=make_verifier(settings),
+        mcp=McpConnector(secrets_dir=settings.mcp_secrets_dir, timeout_seconds=settings.mcp_preflight_timeout_seconds),
     )
 
     @asynccontextmanager

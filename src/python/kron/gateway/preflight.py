@@ -13,6 +13,8 @@ import asyncio
 from collections.abc import Sequence
 
 from kron.common.logging import get_logger
+from kron.common.mcp_connect import McpConnector
+from kron.common.mcp_preflight import MCP_SERVER_UNAVAILABLE, first_unavailable
 from kron.common.toolkit_preflight import (
     ConnectionsFactory,
     NotConnected,
@@ -20,6 +22,7 @@ from kron.common.toolkit_preflight import (
     ToolkitRejected,
     check_connections,
 )
+from kron.contracts.mcp import McpServer
 from kron.gateway.errors import ApiError
 from kron.gateway.metrics import GatewayMetrics, PreflightOutcome
 from kron.gateway.settings import GatewaySettings
@@ -160,3 +163,15 @@ class Preflight:
         assert self._connections is not None
         # Shielded: a dispatch that times out must not cancel the import for everyone else.
         return await asyncio.shield(self._connections)
+
+
+async def require_mcp_available(
+    connector: McpConnector, servers: Sequence[McpServer], *, timeout_seconds: float, then: str = ""
+) -> None:
+    """Every MCP server answers and lists its tools with the run's credentials, or 409
+    `mcp_server_unavailable` naming the first that did not and why (never a header value)."""
+    unavailable = await first_unavailable(connector, servers, timeout_seconds=timeout_seconds)
+    if unavailable is not None:
+        log.warning("MCP preflight failed", server=unavailable.server, reason=unavailable.reason)
+        raise ApiError(409, MCP_SERVER_UNAVAILABLE, unavailable.message + then,
+                       server=unavailable.server, reason=unavailable.reason)

@@ -10,6 +10,7 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StringConstraints
 
 from kron.common.schedules import ScheduleSummary, ScheduleView
+from kron.contracts.mcp import McpServers
 from kron.contracts.models import (
     DEFAULT_BUDGET_PAUSE_SECONDS,
     DNS_LABEL_PATTERN,
@@ -96,6 +97,12 @@ class DispatchRequest(BaseModel):
         default=3600, ge=1, le=7 * 24 * 3600,
         description="An unsafe tool call whose outcome is unknown waits this long for "
         "`POST /tasks/{id}/resolve`, then is skipped.",
+    )
+    mcp_servers: McpServers = Field(
+        default_factory=list,
+        description="MCP servers (streamable HTTP) whose tools the run may call, as `mcp__<name>__<tool>`. "
+        "URLs must be on the operator's allow-list (KRON_MCP_URL_ALLOWLIST); header values are "
+        "references (`{env: MCP_...}` or `{secret_key_ref: {name, key}}`), never literal values.",
     )
 
 

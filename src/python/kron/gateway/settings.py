@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from functools import lru_cache
+from pathlib import Path
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -116,6 +117,11 @@ class GatewaySettings(BaseSettings):
         default=None, validation_alias=AliasChoices("KRON_COMPOSIO_BASE_URL", "COMPOSIO_BASE_URL")
     )
     preflight_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+    # MCP servers (kron.common.mcp_connect): URL prefixes a dispatch may name (JSON list; empty: none),
+    # where Secrets for header values are mounted, and how long each server has to answer the preflight.
+    mcp_url_allowlist: list[str] = Field(default_factory=list)
+    mcp_secrets_dir: Path | None = None
+    mcp_preflight_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
     # Where Composio sends the user back after connecting a toolkit.
     connect_callback_url: str | None = None
     # callback_urls on loopback/private/link-local hosts (kron.common.callback_urls); the worker's

@@ -10,6 +10,7 @@ from datetime import timedelta
 from temporalio.client import Client
 
 from kron.common.agents import AgentStore
+from kron.common.mcp_connect import McpConnector
 from kron.common.schedules import ScheduleSettings, ScheduleStore
 from kron.common.transcripts import TranscriptStore
 from kron.common.user_limits import UserLimits
@@ -37,6 +38,7 @@ class GatewayState:
     verifier: TokenVerifier
     # Event streams open per user (GET /tasks/{id}/events), against their `max_streams`.
     streams: ConcurrencyLimiter = field(default_factory=ConcurrencyLimiter)
+    mcp: McpConnector  # the MCP preflight's connection pool (KRON_MCP_SECRETS_DIR for header values)
     # Set by `attach` once Temporal is connected (the lifespan); None until then (routes answer 503).
     client: Client | None = None
     runs: RunStore | None = None
@@ -70,3 +72,4 @@ class GatewayState:
         await self.preflight.aclose()
         await self.transcripts.aclose()
         await self.verifier.aclose()
+        await self.mcp.aclose()

@@ -16,10 +16,13 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from kron.common.agents import AgentNotFound, AgentStore
 from kron.common.logging import get_logger
+from kron.common.mcp_connect import McpConnector, McpSettings
+from kron.common.mcp_preflight import first_unavailable
 from kron.common.schedules import ledger_id
 from kron.common.toolkit_preflight import ToolkitRejected, check_connections
 from kron.contracts.agents import AgentSpec
 from kron.contracts.models import AgentRef
+from kron.contracts.mcp import McpServers
 from kron.contracts.schedules import (
     SCHEDULE_LEDGER_WORKFLOW,
     SIGNAL_LEDGER_RECORD,
@@ -51,6 +54,10 @@ MATCHING_TIMES_PAGE = 1000  # the server returns at most this many times per cal
 class PreflightInput(BaseModel):
     user_id: str
     toolkits: list[str]
+
+
+class McpPreflightInput(BaseModel):
+    servers: McpServers
 
 
 class PreflightResult(BaseModel):
@@ -104,15 +111,20 @@ class SchedulerActivities:
         *,
         connect_callback_url: str | None = None,
         observe_interval_seconds: float = 15.0,
+        mcp: McpConnector | None = None,
     ) -> None:
         self._client = client
         self._metrics = metrics
         self._connections = connections
         self._callback_url = connect_callback_url
         self._observe_interval_seconds = observe_interval_seconds
+        self._mcp_settings = McpSettings()
+        self._mcp = mcp or self._mcp_settings.connector()
 
     def all(self) -> list[Any]:
-        return [self.check_toolkits, self.record_fire, self.observe_schedule, self.resolve_agent]
+        return [
+            self.check_toolkits, self.check_mcp_servers, self.record_fire, self.observe_schedule, self.resolve_agent,
+        ]
 
     @activity.defn
     async def resolve_agent(self, input: ResolveAgentInput) -> ResolvedAgent:
@@ -123,6 +135,18 @@ class SchedulerActivities:
         except AgentNotFound:
             return ResolvedAgent()
         return ResolvedAgent(ref=ref, spec=version.spec)
+
+    @activity.defn
+    async def check_mcp_servers(self, input: McpPreflightInput) -> PreflightResult:
+        """Whether every MCP server answers and lists its tools with the run's credentials (read
+        here, from this process's KRON_MCP_SECRETS_DIR and MCP_* environment)."""
+        unavailable = await first_unavailable(
+            self._mcp, input.servers, timeout_seconds=self._mcp_settings.preflight_timeout_seconds
+        )
+        if unavailable is None:
+            return PreflightResult(ok=True)
+        log.warning("MCP preflight failed", server=unavailable.server, reason=unavailable.reason)
+        return PreflightResult(ok=False, error=unavailable.message + "; the next fire checks again")
 
     @activity.defn
     async def check_toolkits(self, input: PreflightInput) -> PreflightResult:

@@ -69,12 +69,28 @@ class DeclaredSchedule:
         return self.ref.name
 
 
-def snake_keys(mapping: Mapping[str, Any]) -> dict[str, Any]:
-    """camelCase keys to snake_case, all the way down (the spec has no free-form maps)."""
-    return {
-        _CAMEL_BOUNDARY.sub("_", key).lower(): snake_keys(value) if isinstance(value, Mapping) else value
-        for key, value in mapping.items()
-    }
+# Maps whose keys are data, not field names (an MCP server's HTTP header names): kept as written.
+_DATA_KEYED_MAPS = frozenset({"headers"})
+
+
+def snake_keys(mapping: Mapping[str, Any], *, data_keys: bool = False) -> dict[str, Any]:
+    """camelCase keys to snake_case, all the way down (into lists too), except the keys of the
+    data-keyed maps (their values are converted)."""
+    converted: dict[str, Any] = {}
+    for key, value in mapping.items():
+        name = key if data_keys else _CAMEL_BOUNDARY.sub("_", key).lower()
+        converted[name] = _snake_value(value, data_keys=not data_keys and name in _DATA_KEYED_MAPS)
+    return converted
+
+
+def _snake_value(value: Any, *, data_keys: bool = False) -> Any:
+    if isinstance(value, Mapping):
+        if data_keys:
+            return {k: _snake_value(v) for k, v in value.items()}
+        return snake_keys(value)
+    if isinstance(value, list):
+        return [_snake_value(v) for v in value]
+    return value
 
 
 def expand_documents(documents: Iterable[Any]) -> list[Mapping[str, Any]]:

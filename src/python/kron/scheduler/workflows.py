@@ -51,6 +51,7 @@ with workflow.unsafe.imports_passed_through():
         ScheduledFireInput,
     )
     from kron.scheduler.activities import (
+        McpPreflightInput,
         ObserveInput,
         ObserveResult,
         PreflightInput,
@@ -85,6 +86,8 @@ OBSERVE_RETRY = RetryPolicy(
 # A ledger continues as new after this many fire records and observations (each costs a handful of
 # history events), keeping its history well under Temporal's limits however long a run polls.
 EVENTS_PER_LEDGER_RUN = 200
+# Fires of schedules that name MCP servers check them too (and pass them to the run).
+MCP_TOOLS_PATCH = "mcp-tools-v1"
 
 
 @workflow.defn(name=SCHEDULED_FIRE_WORKFLOW)
@@ -121,7 +124,7 @@ class ScheduledFireWorkflow:
                     return record
                 agent = resolved
                 self._update(agent=agent["agent"])
-            preflight = await self._preflight(input, agent["toolkits"] if agent is not None else None)
+            preflight = await self._preflight(input, agent)
             if not preflight.ok:
                 record = self._update(
                     dispatch=DispatchStatus.PREFLIGHT_FAILED,
@@ -137,6 +140,7 @@ class ScheduledFireWorkflow:
             fields: dict[str, Any] = {
                 "toolkits": list(run.toolkits), "model": run.model, "max_iterations": run.max_iterations,
                 "token_budget": run.token_budget, "approval": run.approval, "budget_usd": run.budget_usd,
+                "mcp_servers": list(run.mcp_servers),
             }
             if agent is not None:
                 fields.update(agent)
@@ -232,8 +236,24 @@ class ScheduledFireWorkflow:
         fields, errors = apply_agent(resolved.ref, resolved.spec, overrides)
         return "agent_limits" if errors else fields
 
-    async def _preflight(self, input: ScheduledFireInput, toolkits: list[str] | None = None) -> PreflightResult:
-        toolkits = list(input.definition.run.toolkits) if toolkits is None else toolkits
+    async def _preflight(self, input: ScheduledFireInput, agent: dict[str, Any] | None) -> PreflightResult:
+        """Toolkit connections, then MCP servers, of what this fire will run (the agent's, if any)."""
+        run = input.definition.run
+        toolkits = await self._preflight_toolkits(input, agent["toolkits"] if agent is not None else list(run.toolkits))
+        servers = list(agent.get("mcp_servers", run.mcp_servers) if agent is not None else run.mcp_servers)
+        if not toolkits.ok or not servers or not workflow.patched(MCP_TOOLS_PATCH):
+            return toolkits
+        try:
+            return await workflow.execute_activity_method(
+                SchedulerActivities.check_mcp_servers,
+                McpPreflightInput(servers=servers),
+                start_to_close_timeout=timedelta(seconds=60),
+                retry_policy=PREFLIGHT_RETRY,
+            )
+        except ActivityError:
+            return PreflightResult(ok=False, error="Could not check the MCP servers")
+
+    async def _preflight_toolkits(self, input: ScheduledFireInput, toolkits: list[str]) -> PreflightResult:
         if not toolkits:
             return PreflightResult(ok=True)
         try:

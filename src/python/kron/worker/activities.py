@@ -366,6 +366,10 @@ class AgentActivities:
                     await asyncio.sleep(0.5 * attempt)
         return result
 
+    async def store_tool_result(self, run_id: str, result: ToolResult) -> ToolResult:
+        """The same for results of the other tool sources' activities (MCP)."""
+        return await self._store_tool_result(run_id, result)
+
     @activity.defn(name="classify_tools")
     async def classify_tools(self, input: ClassifyToolsInput) -> dict[str, ToolSafety]:
         """This deployment's safety class of each tool (run as a local activity: recorded once)."""

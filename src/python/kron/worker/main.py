@@ -23,10 +23,12 @@ from kron.agent_core.pricing import ModelPrice, PriceTable
 from kron.agent_core.settings import AgentSettings
 from kron.agent_core.tool_safety import ToolSafetyPolicy
 from kron.common.logging import configure_logging, get_logger
+from kron.common.mcp_connect import McpSettings
 from kron.common.ops import Health, serve_ops
 from kron.common.transcripts import TranscriptSettings, TranscriptStore, open_store
 from kron.worker.activities import AgentActivities
 from kron.worker.interceptors import LogContextInterceptor
+from kron.worker.mcp_activities import McpActivities
 from kron.worker.settings import WorkerSettings
 from kron.worker.spend_ledger import SpendLedgerWorkflow
 from kron.worker.workflows import AgentWorkflow
@@ -64,13 +66,13 @@ def price_table(settings: WorkerSettings) -> PriceTable:
 
 
 def build_worker(
-    client: Client, settings: WorkerSettings, activities: AgentActivities
+    client: Client, settings: WorkerSettings, activities: AgentActivities, mcp: McpActivities | None = None
 ) -> Worker:
     return Worker(
         client,
         task_queue=settings.task_queue,
         workflows=[AgentWorkflow, SpendLedgerWorkflow],
-        activities=activities.all(),
+        activities=activities.all() + (mcp.all() if mcp is not None else []),
         max_concurrent_activities=settings.max_concurrent_activities,
         max_concurrent_workflow_tasks=settings.max_concurrent_workflow_tasks,
         max_cached_workflows=settings.max_cached_workflows,
@@ -102,13 +104,14 @@ async def run_worker(settings: WorkerSettings, agent: AgentSettings) -> None:
     llm, tools = build_ports(settings, agent)
     transcript_settings = TranscriptSettings()
     transcripts = open_store(transcript_settings)
+    safety = ToolSafetyPolicy(settings.tool_safety)
     activities = AgentActivities(
         llm,
         tools,
         default_model=agent.kron_model,
         default_max_tokens=agent.kron_max_tokens,
         default_cache_ttl=settings.prompt_cache_ttl,
-        safety_policy=ToolSafetyPolicy(settings.tool_safety),
+        safety_policy=safety,
         webhook_secret=(
             settings.webhook_secret.get_secret_value().encode() if settings.webhook_secret else None
         ),
@@ -119,6 +122,8 @@ async def run_worker(settings: WorkerSettings, agent: AgentSettings) -> None:
         transcripts=transcripts,
         context_windows=settings.context_windows,
     )
+    mcp_connector = McpSettings().connector()  # one connection pool for every MCP server
+    mcp = McpActivities(mcp_connector, safety_policy=safety, store_result=activities.store_tool_result)
     # /livez, /readyz and /metrics from the start: probes see "starting" while Temporal connects.
     health = Health(stall_seconds=settings.liveness_stall_seconds)
     with serve_ops(settings.metrics_port, settings.metrics_host, health) as ops:
@@ -133,7 +138,7 @@ async def run_worker(settings: WorkerSettings, agent: AgentSettings) -> None:
             namespace=settings.temporal_namespace,
             data_converter=pydantic_data_converter,
         )
-        worker = build_worker(client, settings, activities)
+        worker = build_worker(client, settings, activities, mcp)
         log.info("worker started", task_queue=settings.task_queue, temporal=settings.temporal_address,
                  metrics_port=ops.port, demo_mode=settings.demo_mode, pid=os.getpid(),
                  transcript_store=transcript_settings.store)
@@ -156,6 +161,7 @@ async def run_worker(settings: WorkerSettings, agent: AgentSettings) -> None:
             with contextlib.suppress(asyncio.CancelledError):
                 await sweeper
         await activities.aclose()
+        await mcp_connector.aclose()
         await transcripts.aclose()
     log.info("worker stopped")
 

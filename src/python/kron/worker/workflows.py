@@ -34,6 +34,7 @@ with workflow.unsafe.imports_passed_through():
         TranscriptRequest,
     )
     from kron.contracts import names
+    from kron.contracts.mcp import McpServer
     from kron.contracts.models import (
         AgentRef,
         AgentRunInput,
@@ -71,6 +72,7 @@ with workflow.unsafe.imports_passed_through():
         SpendContext,
         ToolCallInput,
     )
+    from kron.worker.mcp_activities import ListMcpToolsInput, McpActivities, McpCallInput
     from kron.worker.step_options import (
         CANCEL_RUN_STEP,
         LIST_TOOLS_STEP,
@@ -94,6 +96,8 @@ TRANSCRIPTS_PATCH = "transcripts-v1"
 # An agent definition's tool policy (allow / ask / deny, safety overrides): only runs that carry one
 # ask for it, so histories without a policy never meet this marker.
 TOOL_POLICY_PATCH = "tool-policy-v1"
+# Runs that name MCP servers list their tools (list_mcp_tools) and call them (call_mcp_tool).
+MCP_TOOLS_PATCH = "mcp-tools-v1"
 # Tool input properties through which a tool accepts a caller's idempotency key.
 IDEMPOTENCY_KEY_FIELDS = ("idempotency_key", "idempotencyKey", "client_request_id", "request_id")
 
@@ -140,6 +144,7 @@ class AgentWorkflow:
         self._paused: BudgetPause | None = None
         self._pause_deadline: datetime | None = None
         self._agent: AgentRef | None = None
+        self._mcp_servers: list[McpServer] = []  # the run's, for its MCP tool calls
 
     @workflow.run
     async def run(self, input: AgentRunInput) -> AgentRunResult:
@@ -154,6 +159,7 @@ class AgentWorkflow:
         )
         self._budgets = workflow.patched(BUDGET_PAUSE_PATCH)
         self._agent = input.agent
+        self._mcp_servers = list(input.mcp_servers)
         # A checkpoint carries its own kind of conversation; only a fresh run asks which to start.
         transcript_id = (
             workflow.info().workflow_id
@@ -166,8 +172,11 @@ class AgentWorkflow:
         self._status = RunStatus.RUNNING
         turns_at_start = loop.state.turns
         try:
-            if input.toolkits and not loop.state.tools_loaded:
-                loop.set_tools(await self._list_tools(input))
+            if (input.toolkits or input.mcp_servers) and not loop.state.tools_loaded:
+                tools = await self._list_tools(input) if input.toolkits else []
+                if input.mcp_servers and workflow.patched(MCP_TOOLS_PATCH):
+                    tools += await self._list_mcp_tools(input)
+                loop.set_tools(tools)
             while True:
                 step = loop.next_step()
                 if isinstance(step, Finish):
@@ -317,6 +326,19 @@ class AgentWorkflow:
             ListToolsInput(user_id=input.user_id, toolkits=input.toolkits),
             **LIST_TOOLS_STEP.as_kwargs(),
         )
+
+    async def _list_mcp_tools(self, input: AgentRunInput) -> list[dict[str, object]]:
+        """The MCP servers' tools, once per run: their servers and safety classes are kept in the
+        loop's state (carried across continue-as-new), so calls need no further listing."""
+        assert self._loop is not None
+        toolset = await workflow.execute_activity_method(
+            McpActivities.list_mcp_tools,
+            ListMcpToolsInput(servers=input.mcp_servers),
+            **LIST_TOOLS_STEP.as_kwargs(),
+        )
+        self._loop.state.mcp_tools.update(toolset.refs)
+        self._loop.state.tool_safety.update(toolset.safety)
+        return list(toolset.tools)
 
     def _with_cache_ttl(
         self, input: AgentRunInput, request: ModelRequest | TranscriptRequest
@@ -479,7 +501,17 @@ class AgentWorkflow:
     async def _run_tool_activity(self, input: ToolCallInput, options: StepOptions) -> ToolResult:
         """Run the tool activity. Its failure is raised (`ActivityError`) for the caller to judge;
         a hard cancel of the run is raised as `asyncio.CancelledError`."""
+        assert self._loop is not None
+        mcp = self._loop.state.mcp_tools.get(input.call.name)
         try:
+            if mcp is not None:
+                server = next(s for s in self._mcp_servers if s.name == mcp.server)
+                return await workflow.execute_activity_method(
+                    McpActivities.call_mcp_tool,
+                    McpCallInput(server=server, tool=mcp.tool, call=input.call,
+                                 idempotency_key=input.idempotency_key, transcript_id=input.transcript_id),
+                    **options.as_kwargs(),
+                )
             return await workflow.execute_activity_method(
                 AgentActivities.execute_tool, input, **options.as_kwargs()
             )

@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from kron.common.callback_urls import normalized_url
 from kron.common.logging import get_logger
+from kron.common.mcp_connect import user_server_errors
 from kron.common.schedules import (
     ScheduleExists,
     ScheduleNotFound,
@@ -41,6 +42,7 @@ from kron.gateway.errors import (
     not_found,
     validation_error,
 )
+from kron.gateway.preflight import require_mcp_available
 from kron.gateway.run_limits import run_limit_errors
 from kron.gateway.schemas import RunHistoryPage, ScheduleDetail, SchedulePage, TriggerAccepted
 from kron.gateway.settings import GatewaySettings
@@ -74,6 +76,8 @@ async def create_schedule(
         raise ApiError(409, "schedule_limit", f"At most {store.settings.schedule_max_per_user} schedules per user")
     # Every fire checks again: a later disconnect records `preflight_failed`.
     await state.preflight.require_connected(user, body.run.toolkits)
+    await require_mcp_available(state.mcp, body.run.mcp_servers,
+                                timeout_seconds=state.settings.mcp_preflight_timeout_seconds)
     try:
         view = await store.create(user, body)
     except ScheduleExists:
@@ -142,6 +146,8 @@ async def update_schedule(
     definition = _checked(_patched(view.definition, patch), state.settings, store.settings)
     added = [t for t in definition.run.toolkits if t not in view.definition.run.toolkits]
     await state.preflight.require_connected(user, added)
+    new_servers = [s for s in definition.run.mcp_servers if s not in view.definition.run.mcp_servers]
+    await require_mcp_available(state.mcp, new_servers, timeout_seconds=state.settings.mcp_preflight_timeout_seconds)
     try:
         updated = await store.replace(view, definition)
     except ScheduleRejected as rejected:
@@ -297,6 +303,11 @@ def _checked(
         settings, goal=run.goal, toolkits=run.toolkits, model=run.model, max_iterations=run.max_iterations,
         token_budget=run.token_budget, callback_url=run.callback_url, loc=("body", "run"),
     )
+    # A user may point the worker only at MCP servers the operator allows (SSRF).
+    errors += [
+        {"loc": ["body", "run", "mcp_servers", str(index)], "msg": problem, "type": "mcp_server_not_allowed"}
+        for index, problem in user_server_errors(run.mcp_servers, settings.mcp_url_allowlist)
+    ]
     if errors:
         raise validation_error(errors)
     if run.callback_url is None:

@@ -19,6 +19,8 @@ from temporalio.service import RPCError
 from kron.common.agent_runs import agent_run_input
 from kron.common.callback_urls import normalized_url
 from kron.common.logging import get_logger
+from kron.common.mcp_connect import user_server_errors
+from kron.common.mcp_preflight import MCP_SERVER_UNAVAILABLE
 from kron.contracts import names
 from kron.contracts.agents import AgentOverrides
 from kron.contracts.models import (
@@ -35,6 +37,7 @@ from kron.gateway.agents import run_fields
 from kron.gateway.deps import Caller, CurrentUser, RequestId, Runs, State, Transcripts
 from kron.gateway.errors import ApiError, ToolkitNotConnectedBody, error_responses, validation_error
 from kron.gateway.metrics import DispatchOutcome
+from kron.gateway.preflight import require_mcp_available
 from kron.gateway.run_limits import run_limit_errors
 from kron.gateway.runs import RunHandle, RunStore, execution_state
 from kron.gateway.schemas import (
@@ -85,6 +88,7 @@ _PREFLIGHT_OUTCOMES = {
     "preflight_unavailable": DispatchOutcome.PREFLIGHT_ERROR,
     "toolkit_unavailable": DispatchOutcome.INVALID,
     "toolkit_not_connected": DispatchOutcome.NOT_CONNECTED,
+    MCP_SERVER_UNAVAILABLE: DispatchOutcome.PREFLIGHT_ERROR,
 }
 
 
@@ -133,6 +137,8 @@ async def dispatch(
 
     try:
         await state.preflight.require_connected(user, run_input.toolkits, then=", then dispatch again")
+        await require_mcp_available(state.mcp, run_input.mcp_servers, then="; dispatch again when it answers",
+                                    timeout_seconds=settings.mcp_preflight_timeout_seconds)
     except ApiError as refused:
         metrics.dispatched(_PREFLIGHT_OUTCOMES[refused.error])
         raise
@@ -200,6 +206,11 @@ def _run_input(
         max_iterations=run["max_iterations"], token_budget=run["token_budget"], callback_url=body.callback_url,
         loc=("body",), budget_field="budget",
     )
+    # A user may point the worker only at MCP servers the operator allows (SSRF).
+    errors += [
+        {"loc": ["body", "mcp_servers", str(index)], "msg": problem, "type": "mcp_server_not_allowed"}
+        for index, problem in user_server_errors(body.mcp_servers, settings.mcp_url_allowlist)
+    ]
     if errors:
         raise validation_error(errors)
     return agent_run_input(
@@ -211,6 +222,7 @@ def _run_input(
         unknown_outcome_timeout_seconds=body.unknown_outcome_timeout_seconds,
         request_id=request_id,
         cache_ttl=body.cache_ttl,
+        mcp_servers=body.mcp_servers,
     )
 
 
