@@ -19,12 +19,14 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from kron.common.agents import SHARED_OWNER, AgentStore
 from kron.contracts.agents import SHARED_REGISTRY_ID, AgentSpec, PutAgent
+from kron.contracts.mcp import McpServer
 from kron.contracts.models import AgentRef, RunStatus
 from kron.contracts.schedules import DispatchStatus, FireRecord
 from kron.gateway.app import create_app
 from kron.gateway.settings import GatewaySettings
 from kron.scheduler.declared_agents import AgentSync, YamlAgentSource
 from kron_testing import fake_anthropic as replies
+from kron_testing.mcp_server import McpTestServer
 from kron_testing.temporal_server import TemporalDevServer
 
 from ..conftest import COMPOSIO_KEY
@@ -330,3 +332,34 @@ async def test_agents_declared_in_the_yaml_file_sync_into_the_shared_registry(
     assert (await api.call("GET", f"/agents/{name}", scheduler.user)).status_code == 404
     path.unlink()  # unreadable: nothing changes
     assert not await sync.reconcile()
+
+
+async def test_an_agents_mcp_servers_follow_the_ssrf_rule_and_run_as_defined(
+    api: Api, scheduler: Scheduler, mcp_server: McpTestServer
+) -> None:
+    user, mine, shared = scheduler.user, unique("mine"), unique("shared-mcp")
+    tools = {"name": "tools", "url": mcp_server.url}
+    # A user's own agent may name only MCP URLs on the operator's allow-list (none here), as a
+    # dispatch may: made or changed, it is refused.
+    refused = await api.call("POST", "/agents", user, json={"name": mine, "mcp_servers": [tools]})
+    assert refused.status_code == 422 and "mcp_server_not_allowed" in refused.text, refused.text
+    assert (await api.call("POST", "/agents", user, json={"name": mine})).status_code == 201
+    patched = await api.call("PATCH", f"/agents/{mine}", user, json={"mcp_servers": [tools]})
+    assert patched.status_code == 422 and "mcp_server_not_allowed" in patched.text, patched.text
+
+    # An operator's agent may name any URL; its servers are part of its version, so a dispatch of
+    # it cannot add others.
+    store = AgentStore(scheduler.client, scheduler_task_queue=scheduler.settings.scheduler_task_queue)
+    await store.sync_declared("test-yaml", {shared: AgentSpec(mcp_servers=[McpServer.model_validate(tools)])})
+    extra = await api.call("POST", "/tasks/dispatch", user,
+                           json={"goal": "look it up", "agent": shared, "mcp_servers": [tools]})
+    assert extra.status_code == 422 and "mcp_servers" in extra.text, extra.text
+
+    scheduler.stack.llm.responder = lambda body, i: (
+        replies.tool_use([("mcp__tools__lookup", {"key": "k"})]) if replies.turn_of(body) == 0 else replies.text("done")
+    )
+    run = await api.call("POST", "/tasks/dispatch", user, json={"goal": "look it up", "agent": shared})
+    assert run.status_code == 202, run.text
+    done = await _status(api, user, run.json()["task_id"], "completed", "failed")
+    assert done["status"] == "completed", done
+    assert mcp_server.call_count("lookup") == 1

@@ -36,9 +36,9 @@ class GatewayState:
     transcripts: TranscriptStore
     # Checks bearer tokens (kron.gateway.tokens): OIDC/JWKS or HS256, by the settings.
     verifier: TokenVerifier
+    mcp: McpConnector  # the MCP preflight's connection pool (KRON_MCP_SECRETS_DIR for header values)
     # Event streams open per user (GET /tasks/{id}/events), against their `max_streams`.
     streams: ConcurrencyLimiter = field(default_factory=ConcurrencyLimiter)
-    mcp: McpConnector  # the MCP preflight's connection pool (KRON_MCP_SECRETS_DIR for header values)
     # Set by `attach` once Temporal is connected (the lifespan); None until then (routes answer 503).
     client: Client | None = None
     runs: RunStore | None = None

@@ -15,6 +15,7 @@ from fastapi import APIRouter, Body, Path, Response
 from pydantic import BaseModel, Field, ValidationError
 
 from kron.common.agents import SHARED_OWNER, AgentNotFound
+from kron.common.mcp_connect import user_server_errors
 from kron.common.logging import get_logger
 from kron.contracts.agents import (
     SOURCE_API,
@@ -27,8 +28,9 @@ from kron.contracts.agents import (
 )
 from kron.contracts.models import DNS_LABEL_PATTERN
 from kron.gateway.agents import agent_errors, read_only
-from kron.gateway.deps import Agents, CurrentUser
+from kron.gateway.deps import Agents, CurrentUser, Settings
 from kron.gateway.errors import ApiError, error_responses, validation_error
+from kron.gateway.settings import GatewaySettings
 
 log = get_logger(__name__)
 router = APIRouter(prefix="/agents", tags=["agents"])
@@ -55,6 +57,17 @@ class VersionPage(BaseModel):
     versions: list[VersionSummary] = Field(description="Oldest first.")
 
 
+def _require_allowed_mcp_servers(spec: AgentSpec, settings: GatewaySettings) -> None:
+    """A user's agent may point the worker only at MCP servers the operator allows (SSRF), as a
+    dispatch may; declared (operator) agents are not made here."""
+    errors = [
+        {"loc": ["body", "mcp_servers", str(index)], "msg": problem, "type": "mcp_server_not_allowed"}
+        for index, problem in user_server_errors(spec.mcp_servers, settings.mcp_url_allowlist)
+    ]
+    if errors:
+        raise validation_error(errors)
+
+
 async def _own_or_shared(store: Agents, user: str, name: str) -> tuple[AgentRecord, bool]:
     async with agent_errors(name):
         try:
@@ -75,8 +88,11 @@ async def list_agents(user: CurrentUser, store: Agents) -> AgentPage:
 
 @router.post("", status_code=201, operation_id="create_agent", response_model=AgentView,
              responses=error_responses(400, 401, 409, 413, 422, 503), summary="Create an agent (version 1)")
-async def create_agent(body: AgentCreate, user: CurrentUser, store: Agents, response: Response) -> AgentView:
+async def create_agent(
+    body: AgentCreate, user: CurrentUser, store: Agents, settings: Settings, response: Response
+) -> AgentView:
     spec = AgentSpec.model_validate(body.model_dump(exclude={"name"}))
+    _require_allowed_mcp_servers(spec, settings)
     async with agent_errors(body.name):
         result = await store.put(user, PutAgent(name=body.name, spec=spec, mode="create"))
     response.headers["Location"] = f"/agents/{body.name}"
@@ -116,6 +132,7 @@ async def update_agent(
     name: NamePath,
     user: CurrentUser,
     store: Agents,
+    settings: Settings,
     body: Annotated[dict[str, Any], Body(examples=[{"model": "claude-sonnet-5", "limits": {"max_iterations": 10}}])],
 ) -> AgentView:
     record, shared = await _own_or_shared(store, user, name)
@@ -129,6 +146,7 @@ async def update_agent(
              "type": str(e.get("type", ""))}
             for e in error.errors()[:20]
         ]) from None
+    _require_allowed_mcp_servers(spec, settings)
     async with agent_errors(name):
         result = await store.put(user, PutAgent(name=name, spec=spec, mode="update"))
     log.info("agent updated", user_id=user, agent=name, version=result.record.latest.version,

@@ -163,6 +163,9 @@ async def _agent_fields(body: DispatchRequest, user: str, state: GatewayState) -
         if body.version is not None:
             raise validation_error([{"loc": ["body", "version"], "msg": "version needs agent", "type": "missing"}])
         return None
+    if body.mcp_servers:  # an agent's tool sources are part of its definition (and its version)
+        raise validation_error([{"loc": ["body", "mcp_servers"], "msg": "an agent's MCP servers come from its "
+                                 "definition: change the agent to change them", "type": "agent_field"}])
     if state.agents is None:
         raise ApiError(503, "temporal_unavailable", "The task service is not connected yet")
     named = ([body.toolkit] if body.toolkit else []) + body.toolkits
@@ -199,6 +202,7 @@ def _run_input(
             else None
         ),
         "budget_usd": body.budget_usd,
+        "mcp_servers": list(body.mcp_servers),
         **(agent or {}),
     }
     errors = run_limit_errors(
@@ -222,7 +226,6 @@ def _run_input(
         unknown_outcome_timeout_seconds=body.unknown_outcome_timeout_seconds,
         request_id=request_id,
         cache_ttl=body.cache_ttl,
-        mcp_servers=body.mcp_servers,
     )
 
 
