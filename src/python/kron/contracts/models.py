@@ -10,6 +10,8 @@ from typing import Annotated, Any, Literal, TypeAlias
 
 from pydantic import BaseModel, ConfigDict, Field, Strict
 
+from kron.contracts.webhooks import WebhookEvent
+
 # How long a prompt-cache entry lives after the request that wrote or last read it started.
 CacheTTL: TypeAlias = Literal["5m", "1h"]
 # Model calls per run when a dispatch or schedule does not say.
@@ -319,6 +321,8 @@ class AgentRunInput(BaseModel):
     # The schedule's USD budget per calendar month (UTC), over all its fires.
     schedule_monthly_budget_usd: BudgetUsd | None = None
     request_id: str | None = None
+    # Webhooks: the event types sent to callback_url (None: the terminal ones; see contracts.webhooks).
+    webhook_events: list[WebhookEvent] | None = Field(default=None, max_length=16)
     # Set only by the workflow itself when it continues as new.
     checkpoint: Conversation | None = None
 

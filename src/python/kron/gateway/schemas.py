@@ -24,6 +24,7 @@ from kron.contracts.models import (
     Usage,
 )
 from kron.contracts.schedules import ConcurrencyPolicy, FireRecord, RunTemplate, ScheduleTiming
+from kron.contracts.webhooks import RunWebhookEvents
 from kron.gateway.tokens import USER_ID_PATTERN
 
 ToolkitSlug = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")]
@@ -90,6 +91,11 @@ class DispatchRequest(BaseModel):
         default=3600, ge=1, le=7 * 24 * 3600,
         description="An unsafe tool call whose outcome is unknown waits this long for "
         "`POST /tasks/{id}/resolve`, then is skipped.",
+    )
+    webhook_events: RunWebhookEvents | None = Field(
+        default=None,
+        description="Webhook event types sent to `callback_url` (`run.completed`, `run.failed`, "
+        "`run.cancelled`, `run.waiting`, `run.paused`); default: the three terminal ones.",
     )
 
 

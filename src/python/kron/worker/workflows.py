@@ -65,9 +65,11 @@ with workflow.unsafe.imports_passed_through():
         ModelCallInput,
         NotifyInput,
         RunEvent,
+        RunWaiting,
         SpendContext,
         ToolCallInput,
     )
+    from kron.contracts.webhooks import WebhookEvent, chosen
     from kron.worker.step_options import (
         CANCEL_RUN_STEP,
         LIST_TOOLS_STEP,
@@ -88,6 +90,8 @@ BUDGET_PAUSE_PATCH = "budget-pause-v1"
 # Runs started since keep their conversation in the transcript store and send references (see
 # kron.agent_core.transcript_steps); runs started before keep it inline, as their histories say.
 TRANSCRIPTS_PATCH = "transcripts-v1"
+# Runs started since send run.waiting webhooks and the webhook types they chose (kron.worker.webhooks).
+WEBHOOKS_PATCH = "webhooks-v1"
 # Tool input properties through which a tool accepts a caller's idempotency key.
 IDEMPOTENCY_KEY_FIELDS = ("idempotency_key", "idempotencyKey", "client_request_id", "request_id")
 
@@ -133,6 +137,8 @@ class AgentWorkflow:
         self._budget_usd: float | None = None  # set by a set_budget signal
         self._paused: BudgetPause | None = None
         self._pause_deadline: datetime | None = None
+        self._webhooks = False  # the webhooks-v1 path (False when replaying older histories)
+        self._unknown_waits: dict[str, int] = {}  # waits per idempotency key (its run.waiting ids)
 
     @workflow.run
     async def run(self, input: AgentRunInput) -> AgentRunResult:
@@ -146,6 +152,7 @@ class AgentWorkflow:
             budget_soft_limit=input.budget_soft_limit,
         )
         self._budgets = workflow.patched(BUDGET_PAUSE_PATCH)
+        self._webhooks = workflow.patched(WEBHOOKS_PATCH)
         # A checkpoint carries its own kind of conversation; only a fresh run asks which to start.
         transcript_id = (
             workflow.info().workflow_id
@@ -197,7 +204,7 @@ class AgentWorkflow:
                     self._end_pause()
                     loop.record_model_response(response)
                 elif isinstance(step, RunTools):
-                    approval = await self._approve(input.approval, loop.state.turns, step.calls)
+                    approval = await self._approve(input.approval, loop.state.turns, step.calls, input)
                     if approval.cancelled:
                         continue  # the loop finishes the run
                     refusals = approval.refusals
@@ -508,6 +515,11 @@ class AgentWorkflow:
         self._pending_unknown.append(pending)
         self._status = RunStatus.WAITING
         workflow.logger.warning("tool call outcome unknown; waiting for a decision")
+        self._unknown_waits[key] = self._unknown_waits.get(key, 0) + 1
+        await self._notify_waiting(
+            input, RunWaiting(reason="unknown_outcome", unknown_outcome=pending),
+            f"unknown/{key}/{self._unknown_waits[key]}",
+        )
         try:
             await _wait_with_timeout(
                 lambda: key in self._unknown_decisions or self._cancel_requested,
@@ -529,7 +541,7 @@ class AgentWorkflow:
         return decision
 
     async def _approve(
-        self, policy: ApprovalPolicy | None, turn: int, calls: list[ToolCall]
+        self, policy: ApprovalPolicy | None, turn: int, calls: list[ToolCall], input: AgentRunInput
     ) -> _ApprovalOutcome:
         """Wait for a human on the calls the policy gates."""
         gated = [c for c in calls if policy is not None and policy.requires(c.name)]
@@ -541,6 +553,8 @@ class AgentWorkflow:
             timeout_seconds=policy.timeout_seconds,
         )
         self._status = RunStatus.WAITING
+        await self._notify_waiting(input, RunWaiting(reason="approval", approval=self._pending_approval),
+                                   f"approval/{turn}")
         try:
             await _wait_with_timeout(
                 lambda: turn in self._approvals or self._cancel_requested, policy.timeout_seconds
@@ -585,8 +599,15 @@ class AgentWorkflow:
         self._paused = None
         await self._notify(input, RunEvent.FINISHED, result)
 
+    async def _notify_waiting(self, input: AgentRunInput, waiting: RunWaiting, occurrence: str) -> None:
+        """A run.waiting webhook (webhooks-v1), when the run has a callback_url and chose the type."""
+        if self._webhooks and input.callback_url and chosen(input.webhook_events, WebhookEvent.RUN_WAITING):
+            await self._notify(input, RunEvent.WAITING, self._loop_result(RunStatus.WAITING),
+                               waiting=waiting, occurrence=occurrence)
+
     async def _notify(
-        self, input: AgentRunInput, event: RunEvent, result: AgentRunResult, paused: BudgetPause | None = None
+        self, input: AgentRunInput, event: RunEvent, result: AgentRunResult, paused: BudgetPause | None = None,
+        *, waiting: RunWaiting | None = None, occurrence: str = "",
     ) -> None:
         notify = NotifyInput(
             workflow_id=workflow.info().workflow_id,
@@ -594,6 +615,9 @@ class AgentWorkflow:
             result=result,
             event=event,
             paused=paused,
+            webhook_events=input.webhook_events,
+            waiting=waiting,
+            occurrence=occurrence,
         )
         try:
             await workflow.execute_activity_method(
