@@ -71,7 +71,11 @@ class WebhookActivities:
         self._allow_private = allow_private_networks
         self._retry_period = retry_period_seconds
         # No redirects: the address check holds for the URL it checked, not for where a 3xx points.
-        self._http = httpx.AsyncClient(timeout=httpx.Timeout(timeout_seconds), follow_redirects=False)
+        # No kept-alive connections: attempts are far apart, and a stale one would cost an attempt.
+        self._http = httpx.AsyncClient(
+            timeout=httpx.Timeout(timeout_seconds), follow_redirects=False,
+            limits=httpx.Limits(max_keepalive_connections=0),
+        )
 
     @activity.defn(name="deliver_webhook")
     async def deliver_webhook(self, input: AttemptInput) -> AttemptOutcome:

@@ -54,6 +54,7 @@ with workflow.unsafe.imports_passed_through():
         UnknownOutcomeDecision,
         Usage,
     )
+    from kron.contracts.webhooks import WebhookEvent, chosen
     from kron.worker.activities import (
         BUDGET_REACHED,
         TOOL_NOT_EXECUTED,
@@ -69,7 +70,6 @@ with workflow.unsafe.imports_passed_through():
         SpendContext,
         ToolCallInput,
     )
-    from kron.contracts.webhooks import WebhookEvent, chosen
     from kron.worker.step_options import (
         CANCEL_RUN_STEP,
         LIST_TOOLS_STEP,
