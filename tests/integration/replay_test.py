@@ -9,7 +9,10 @@ references into the transcript store; recorded with KRON_RECORD_HISTORY_NAME=age
 (recorded by prompt_cache_test.py: a 1h cache after a 10-minute wait), agent_run_hard_cancel (the
 grace timer of a cancel, then the run cancelling itself; `-k record_hard_cancel` records it again),
 agent_run_budget_pause (a run paused at its USD budget, the budget raised by a signal, the run
-resumed to completion, its conversation in the transcript store; `-k record_budget_pause`).
+resumed to completion, its conversation in the transcript store; `-k record_budget_pause`),
+agent_run_webhooks (webhooks-v1: a run.waiting webhook for an approval, then run.completed) and
+webhook_delivery_retries (its WebhookDelivery workflow: the receiver answered 500, then 204);
+`-k record_webhooks` records both.
 """
 
 from __future__ import annotations
@@ -25,7 +28,16 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
 from kron.contracts import names
-from kron.contracts.models import BudgetUpdate, CancelRequest, RunProgress, RunStatus
+from kron.contracts.models import (
+    ApprovalDecision,
+    ApprovalPolicy,
+    BudgetUpdate,
+    CancelRequest,
+    RunProgress,
+    RunStatus,
+)
+from kron.contracts.webhooks import DeliveryLog, WebhookEvent, delivery_workflow_id
+from kron.worker.webhook_delivery import WebhookDeliveryWorkflow
 from kron.worker.workflows import AgentWorkflow
 from kron_testing import fake_anthropic as replies
 
@@ -41,7 +53,7 @@ def _histories() -> list[Path]:
 @pytest.mark.parametrize("path", _histories(), ids=lambda p: p.stem)
 async def test_committed_history_replays(path: Path) -> None:
     history = WorkflowHistory.from_json(path.stem, json.loads(path.read_text()))
-    replayer = Replayer(workflows=[AgentWorkflow], data_converter=pydantic_data_converter)
+    replayer = Replayer(workflows=[AgentWorkflow, WebhookDeliveryWorkflow], data_converter=pydantic_data_converter)
     await replayer.replay_workflow(history)
 
 
@@ -91,3 +103,22 @@ async def test_record_budget_pause_history(running_stack: Stack) -> None:
     assert (await handle.result()).status is RunStatus.COMPLETED
     history = await handle.fetch_history()
     (HISTORIES / "agent_run_budget_pause.json").write_text(history.to_json())
+
+
+@pytest.mark.skipif(not os.environ.get("KRON_RECORD_HISTORY"), reason="records a new history")
+async def test_record_webhooks_history(running_stack: Stack) -> None:
+    from .webhooks_test import Receiver, pending_turn
+
+    toolkit = running_stack.add_step_tool()
+    running_stack.llm.responder = replies.scripted_agent(1, "NOTES_APPEND")
+    with Receiver(500, then=204) as receiver:
+        handle = await running_stack.start_run(
+            toolkits=[toolkit], approval=ApprovalPolicy(require_for=["notes"]), callback_url=receiver.url,
+            webhook_events=[WebhookEvent.RUN_WAITING, WebhookEvent.RUN_COMPLETED],
+        )
+        await handle.signal(names.SIGNAL_APPROVE, ApprovalDecision(approved=True, turn=await pending_turn(handle)))
+        assert (await handle.result()).status is RunStatus.COMPLETED
+        deliveries = running_stack.client.get_workflow_handle(delivery_workflow_id(handle.id), result_type=DeliveryLog)
+        assert len((await deliveries.result()).deliveries) == 2
+    (HISTORIES / "agent_run_webhooks.json").write_text((await handle.fetch_history()).to_json())
+    (HISTORIES / "webhook_delivery_retries.json").write_text((await deliveries.fetch_history()).to_json())
