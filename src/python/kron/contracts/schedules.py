@@ -30,6 +30,7 @@ from pydantic import (
 )
 
 from kron.contracts.models import ApprovalPolicy, RunStatus, StrictBudgetUsd, Usage
+from kron.contracts.webhooks import ScheduleWebhookEvents
 
 # --- names
 
@@ -284,6 +285,12 @@ class RunTemplate(BaseModel):
     approval: ApprovalPolicy | None = Field(default=None, description="Tool calls that wait for a human.")
     timeout_seconds: StrictInt | None = Field(
         default=None, ge=60, le=7 * 24 * 3600, description="A run still going after this is timed_out."
+    )
+    webhook_events: ScheduleWebhookEvents | None = Field(
+        default=None,
+        description="Webhook event types sent to `callback_url`: each fire's run's (`run.*`) and the "
+        "fire's own (`schedule.fire_failed`: its toolkit preflight failed). Default: the terminal run "
+        "events and `schedule.fire_failed`.",
     )
 
     @field_validator("toolkits")

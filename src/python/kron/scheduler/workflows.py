@@ -24,6 +24,7 @@ from temporalio.exceptions import (
     CancelledError,
     ChildWorkflowError,
     TerminatedError,
+    WorkflowAlreadyStartedError,
 )
 from temporalio.exceptions import TimeoutError as TemporalTimeoutError
 
@@ -49,6 +50,15 @@ with workflow.unsafe.imports_passed_through():
         RunHistory,
         ScheduledFireInput,
     )
+    from kron.contracts.webhooks import (
+        WEBHOOK_DELIVERY_WORKFLOW,
+        WebhookEnvelope,
+        WebhookEvent,
+        WebhookMessage,
+        chosen,
+        delivery_id,
+        delivery_workflow_id,
+    )
     from kron.scheduler.activities import (
         ObserveInput,
         ObserveResult,
@@ -72,6 +82,8 @@ RECORD_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interv
 OBSERVE_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30), maximum_attempts=5
 )
+# Fires since send schedule.fire_failed webhooks (through the agent worker's WebhookDelivery).
+WEBHOOKS_PATCH = "webhooks-v1"
 # A ledger continues as new after this many fire records and observations (each costs a handful of
 # history events), keeping its history well under Temporal's limits however long a run polls.
 EVENTS_PER_LEDGER_RUN = 200
@@ -110,6 +122,8 @@ class ScheduledFireWorkflow:
                     connect_url=preflight.connect_url,
                 )
                 await self._report(input, config)
+                if workflow.patched(WEBHOOKS_PATCH):
+                    await self._send_webhook(input, WebhookEvent.SCHEDULE_FIRE_FAILED)
                 return record
 
             run = definition.run
@@ -127,6 +141,9 @@ class ScheduledFireWorkflow:
                 budget_usd=run.budget_usd,
                 schedule_name=definition.name,
                 schedule_monthly_budget_usd=run.monthly_budget_usd,
+                webhook_events=(
+                    None if run.webhook_events is None else [e for e in run.webhook_events if e.is_run_event]
+                ),
             )
             child = await workflow.start_child_workflow(
                 names.AGENT_WORKFLOW,
@@ -178,6 +195,32 @@ class ScheduledFireWorkflow:
                 )
                 await self._report(input, config)
             raise
+
+    async def _send_webhook(self, input: ScheduledFireInput, event: WebhookEvent) -> None:
+        """Hand the fire's event to a WebhookDelivery workflow on the agent task queue (the agent
+        worker holds the signing keys), abandoned: it outlives this fire and retries on its own."""
+        run, info = input.definition.run, workflow.info()
+        if not run.callback_url or not chosen(run.webhook_events, event, schedule=True):
+            return
+        assert self._record is not None
+        envelope = WebhookEnvelope(
+            type=event, timestamp=workflow.now(),
+            data={"schedule": input.definition.name, "fire": self._record.model_dump(mode="json")},
+        )
+        message = WebhookMessage(
+            webhook_id=delivery_id(info.workflow_id, event), event=event, url=run.callback_url,
+            body=envelope.model_dump_json(), final=True,
+        )
+        try:
+            await workflow.start_child_workflow(
+                WEBHOOK_DELIVERY_WORKFLOW,
+                message,
+                id=delivery_workflow_id(info.workflow_id),
+                task_queue=input.agent_task_queue,
+                parent_close_policy=workflow.ParentClosePolicy.ABANDON,
+            )
+        except WorkflowAlreadyStartedError:
+            pass  # started by an earlier attempt of this fire
 
     def _update(self, **fields: object) -> FireRecord:
         assert self._record is not None
