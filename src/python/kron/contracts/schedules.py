@@ -30,7 +30,7 @@ from pydantic import (
 )
 
 from kron.contracts.models import ApprovalPolicy, RunStatus, StrictBudgetUsd, Usage
-from kron.contracts.webhooks import ScheduleWebhookEvents
+from kron.contracts.webhooks import ScheduleWebhookEvents, WebhookEvent
 
 # --- names
 
@@ -390,6 +390,11 @@ class LedgerConfig(BaseModel):
     # Forbid is the only policy under which Temporal skips fires: only then is polling for skips
     # worth it while a run goes on.
     watch_skips: bool = True
+    # Where and which webhooks the schedule sends (schedule.fire_skipped comes from the ledger), and
+    # the agent task queue whose worker delivers them (known to fires; a configure keeps the last).
+    callback_url: str | None = None
+    webhook_events: list[WebhookEvent] | None = None
+    agent_task_queue: str | None = None
 
 
 class LedgerState(BaseModel):

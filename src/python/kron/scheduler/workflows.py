@@ -30,6 +30,7 @@ from temporalio.exceptions import TimeoutError as TemporalTimeoutError
 
 with workflow.unsafe.imports_passed_through():
     from kron.common import agent_runs
+    from kron.common.schedules import ledger_config
     from kron.contracts import names
     from kron.contracts.models import AgentRunResult, RunStatus
     from kron.contracts.schedules import (
@@ -39,7 +40,6 @@ with workflow.unsafe.imports_passed_through():
         SCHEDULED_START_TIME_ATTRIBUTE,
         SIGNAL_LEDGER_CONFIGURE,
         SIGNAL_LEDGER_RECORD,
-        ConcurrencyPolicy,
         DispatchStatus,
         FireOutcome,
         FireRecord,
@@ -98,10 +98,7 @@ class ScheduledFireWorkflow:
     async def run(self, input: ScheduledFireInput) -> FireRecord:
         info = workflow.info()
         definition = input.definition
-        config = LedgerConfig(
-            max_run_history=definition.max_run_history,
-            watch_skips=definition.concurrency_policy is ConcurrencyPolicy.FORBID,
-        )
+        config = ledger_config(definition).model_copy(update={"agent_task_queue": input.agent_task_queue})
         scheduled_at = info.typed_search_attributes.get(SCHEDULED_START_TIME)
         record = self._record = FireRecord(
             fire_id=info.workflow_id,
@@ -295,6 +292,7 @@ class ScheduleLedgerWorkflow:
         self._config = input.config
         self._observe_due = self._state.skips_seen is None  # take a baseline first thing
         self._events = 0
+        self._new_skips: list[FireRecord] = []  # recorded by the last observation
 
     @workflow.run
     async def run(self, input: LedgerInput) -> None:
@@ -318,6 +316,10 @@ class ScheduleLedgerWorkflow:
             if not observed.exists:
                 return  # the schedule was deleted: so is its history
             self._apply_observation(input.schedule_id, observed)
+            if self._new_skips and workflow.patched(WEBHOOKS_PATCH):
+                for skip in self._new_skips:
+                    await self._send_skip_webhook(input.schedule_id, skip)
+            self._new_skips = []
             self._events += 1
             if self._events >= EVENTS_PER_LEDGER_RUN or workflow.info().is_continue_as_new_suggested():
                 await workflow.wait_condition(workflow.all_handlers_finished)
@@ -335,7 +337,9 @@ class ScheduleLedgerWorkflow:
 
     @workflow.signal(name=SIGNAL_LEDGER_CONFIGURE)
     def configure(self, config: LedgerConfig) -> None:
-        self._config = config
+        self._config = config.model_copy(
+            update={"agent_task_queue": config.agent_task_queue or self._config.agent_task_queue}
+        )
         self._trim()
 
     @workflow.query(name=QUERY_LEDGER_HISTORY)
@@ -380,7 +384,7 @@ class ScheduleLedgerWorkflow:
             times = [None] * (new - len(candidates)) + candidates
             for scheduled_at in times:
                 state.skip_ordinal += 1
-                self._upsert(
+                self._new_skips.append(
                     FireRecord(
                         fire_id=f"{schedule_id}-skip-{state.skip_ordinal}",
                         trigger=FireTrigger.SCHEDULE,
@@ -390,7 +394,36 @@ class ScheduleLedgerWorkflow:
                         error="The previous run was still going (concurrency policy Forbid)",
                     )
                 )
+                self._upsert(self._new_skips[-1])
         state.skips_seen, state.observed_until = total, observed.observed_at
+
+    async def _send_skip_webhook(self, schedule_id: str, skip: FireRecord) -> None:
+        """schedule.fire_skipped, through a WebhookDelivery on the agent task queue (abandoned)."""
+        config, event = self._config, WebhookEvent.SCHEDULE_FIRE_SKIPPED
+        if not config.callback_url or not config.agent_task_queue:
+            return
+        if not chosen(config.webhook_events, event, schedule=True):
+            return
+        envelope = WebhookEnvelope(
+            type=event, timestamp=workflow.now(),
+            data={"schedule_id": schedule_id, "fire": skip.model_dump(mode="json")},
+        )
+        # The skip's ordinal restarts if the schedule is made again under its name: the time too.
+        occurrence = skip.scheduled_at.isoformat() if skip.scheduled_at else skip.fired_at.isoformat()
+        message = WebhookMessage(
+            webhook_id=delivery_id(skip.fire_id, event, occurrence), event=event, url=config.callback_url,
+            body=envelope.model_dump_json(), final=True,
+        )
+        try:
+            await workflow.start_child_workflow(
+                WEBHOOK_DELIVERY_WORKFLOW,
+                message,
+                id=delivery_workflow_id(skip.fire_id),
+                task_queue=config.agent_task_queue,
+                parent_close_policy=workflow.ParentClosePolicy.ABANDON,
+            )
+        except WorkflowAlreadyStartedError:
+            pass
 
     def _trim(self) -> None:
         """Newest first; every running fire kept, then the newest finished ones up to the limit."""

@@ -16,9 +16,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 from temporalio import activity
-from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.common import WorkflowIDReusePolicy
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from kron.agent_core.ports import LLM, ToolProvider
