@@ -64,7 +64,8 @@ class DispatchRequest(BaseModel):
     # Checked (and normalised) by `kron.common.callback_urls`, like a schedule's: one validator.
     callback_url: str | None = Field(
         default=None, min_length=1, max_length=2083, json_schema_extra={"format": "uri"},
-        description="Receives a webhook when the run ends (a public http(s) URL).",
+        description="Receives the run's webhooks (Standard Webhooks: `webhook-id`, `webhook-timestamp`, "
+        "`webhook-signature`; the types in `webhook_events`), a public http(s) URL.",
     )
     approval_required: list[ToolkitSlug] = Field(
         default_factory=list,

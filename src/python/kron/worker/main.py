@@ -28,6 +28,7 @@ from kron.common.transcripts import TranscriptSettings, TranscriptStore, open_st
 from kron.worker.activities import AgentActivities
 from kron.worker.interceptors import LogContextInterceptor
 from kron.worker.settings import WorkerSettings
+from kron.worker.webhook_signing import BadWebhookSecret, WebhookSigner
 from kron.worker.spend_ledger import SpendLedgerWorkflow
 from kron.worker.webhook_delivery import WebhookDeliveryWorkflow
 from kron.worker.workflows import AgentWorkflow
@@ -103,6 +104,10 @@ async def run_worker(settings: WorkerSettings, agent: AgentSettings) -> None:
     llm, tools = build_ports(settings, agent)
     transcript_settings = TranscriptSettings()
     transcripts = open_store(transcript_settings)
+    try:  # a bad secret stops the worker here; the message names its position, never its value
+        WebhookSigner.from_secrets(settings.webhook_secret.get_secret_value() if settings.webhook_secret else "")
+    except BadWebhookSecret as bad:
+        raise SystemExit(f"KRON_WEBHOOK_SECRET: {bad}") from None
     activities = AgentActivities(
         llm,
         tools,
