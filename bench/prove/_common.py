@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
 import json
 import math
@@ -43,7 +44,8 @@ __all__ = ["table"]
 # Secrets of the suites: long and unique, so finding one anywhere is never a coincidence.
 ANTHROPIC_KEY = "sk-ant-prove-4f1d0a2b9c8e7d6f5a4b3c2d1e0f9a8b"
 COMPOSIO_KEY = "ck-prove-7e6d5c4b3a29180f7e6d5c4b3a291807"
-WEBHOOK_SECRET = "whsec-prove-0a9b8c7d6e5f4a3b2c1d0e9f8a7b6c5d"
+# A Standard Webhooks secret: whsec_ and the base64 of its key.
+WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"prove-0a9b8c7d6e5f4a3b2c1d0e9f8a7b6c5d").decode()
 JWT_SECRET = "jwt-prove-secret-3c2b1a0f9e8d7c6b5a4f3e2d1c0b9a8f"
 
 TOOLKIT = "notes"

@@ -28,6 +28,7 @@ from kron.contracts.models import (
     RunStatus,
 )
 from kron.contracts.spend import MonthlySpend, month_of, spend_ledger_id
+from kron.contracts.webhooks import WebhookEvent
 from kron.worker.activities import AgentActivities
 from kron.worker.main import build_worker, price_table
 from kron.worker.settings import WorkerSettings
@@ -86,7 +87,8 @@ async def test_a_run_pauses_at_its_budget_and_a_higher_one_resumes_it(
     running_stack.add_step_tool()
     running_stack.llm.responder = replies.scripted_agent(5, "NOTES_APPEND")
     # $0.001: the third call ($0.0012 in all) goes over; the run must not make a fourth.
-    handle = await running_stack.start_run(toolkits=["notes"], budget_usd=0.001, callback_url=webhook.url)
+    handle = await running_stack.start_run(toolkits=["notes"], budget_usd=0.001, callback_url=webhook.url,
+                                           webhook_events=[WebhookEvent.RUN_PAUSED, WebhookEvent.RUN_COMPLETED])
     progress = await paused(handle)
     assert progress.paused is not None
     assert progress.paused.reason == "budget_reached" and progress.paused.budget is BudgetKind.RUN
@@ -103,8 +105,9 @@ async def test_a_run_pauses_at_its_budget_and_a_higher_one_resumes_it(
         return bool(webhook.bodies)
 
     await until(paused_webhook)
-    payload = json.loads(webhook.bodies[0][0])
-    assert payload["event"] == "budget_paused" and payload["task_id"] == handle.id
+    envelope = json.loads(webhook.bodies[0][0])
+    payload = envelope["data"]
+    assert envelope["type"] == "run.paused" and payload["task_id"] == handle.id
     assert payload["paused"]["budget"] == "run" and payload["result"]["status"] == "paused"
 
     await handle.signal(names.SIGNAL_SET_BUDGET, BudgetUpdate(budget_usd=0.01))

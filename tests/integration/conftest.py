@@ -8,6 +8,7 @@ the real SDKs; workers either in-process (fast) or as `python -m kron.worker.mai
 from __future__ import annotations
 
 import asyncio
+import base64
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -36,7 +37,8 @@ from kron_testing.temporal_server import TemporalDevServer
 
 COMPOSIO_KEY = "ck-fake-composio-key-for-tests"
 ANTHROPIC_KEY = "sk-ant-fake-anthropic-key-for-tests"
-WEBHOOK_SECRET = "whsec-fake-webhook-secret"
+# Standard Webhooks secrets: whsec_ and a base64 key (receivers verify with the standardwebhooks library).
+WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"fake-webhook-key-for-kron-tests").decode()
 
 
 @pytest.fixture(scope="session")
@@ -141,11 +143,11 @@ def make_activities(
     """Webhooks may go to private networks by default here: the tests' receivers are on loopback.
     Transcripts: in this process's memory unless a store is given. `options`: more AgentActivities
     keyword arguments (prices, monthly budgets)."""
+    options.setdefault("webhook_secret", WEBHOOK_SECRET)
     return AgentActivities(
         AnthropicLLM(api_key=ANTHROPIC_KEY, base_url=llm.base_url, max_retries=0),
         ComposioToolProvider(api_key=COMPOSIO_KEY, base_url=composio.base_url),
         default_model="claude-sonnet-5",
-        webhook_secret=WEBHOOK_SECRET.encode(),
         webhook_allow_private_networks=webhook_allow_private_networks,
         transcripts=transcripts,
         **options,

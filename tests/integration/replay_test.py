@@ -14,6 +14,9 @@ agent_run_tool_policy (tool-policy-v1: an agent's policy asks about one call, ap
 another, and overrides a tool's safety; `-k record_tool_policy`).
 agent_run_mcp_tools (mcp-tools-v1: an MCP server's tools listed once, a read-only call, a
 destructive one answered with isError, then a Composio call; `-k record_mcp_tools`).
+agent_run_webhooks (webhooks-v1: a run.waiting webhook for an approval, then run.completed) and
+webhook_delivery_retries (its WebhookDelivery workflow: the receiver answered 500, then 204);
+`-k record_webhooks` records both.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
 from kron.contracts import names
+from kron.contracts.mcp import HeaderValueFrom, McpServer
 from kron.contracts.models import (
     AgentRef,
     ApprovalDecision,
@@ -40,9 +44,9 @@ from kron.contracts.models import (
     RunStatus,
     ToolPolicy,
 )
+from kron.contracts.webhooks import DeliveryLog, WebhookEvent, delivery_workflow_id
 from kron.scheduler.workflows import ScheduledFireWorkflow
-from kron.contracts.mcp import HeaderValueFrom, McpServer
-from kron.contracts.models import BudgetUpdate, CancelRequest, RunProgress, RunStatus
+from kron.worker.webhook_delivery import WebhookDeliveryWorkflow
 from kron.worker.workflows import AgentWorkflow
 from kron_testing import fake_anthropic as replies
 from kron_testing.mcp_server import McpTestServer
@@ -59,7 +63,7 @@ def _histories(pattern: str = "agent_run*.json") -> list[Path]:
 @pytest.mark.parametrize("path", _histories(), ids=lambda p: p.stem)
 async def test_committed_history_replays(path: Path) -> None:
     history = WorkflowHistory.from_json(path.stem, json.loads(path.read_text()))
-    replayer = Replayer(workflows=[AgentWorkflow], data_converter=pydantic_data_converter)
+    replayer = Replayer(workflows=[AgentWorkflow, WebhookDeliveryWorkflow], data_converter=pydantic_data_converter)
     await replayer.replay_workflow(history)
 
 
@@ -150,6 +154,9 @@ async def test_record_tool_policy_history(running_stack: Stack) -> None:
     assert running_stack.composio.execution_count() == 1
     history = await handle.fetch_history()
     (HISTORIES / "agent_run_tool_policy.json").write_text(history.to_json())
+
+
+@pytest.mark.skipif(not os.environ.get("KRON_RECORD_HISTORY"), reason="records a new history")
 async def test_record_mcp_tools_history(
     running_stack: Stack, mcp_server: McpTestServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -167,3 +174,22 @@ async def test_record_mcp_tools_history(
     assert (await handle.result()).status is RunStatus.COMPLETED
     history = await handle.fetch_history()
     (HISTORIES / "agent_run_mcp_tools.json").write_text(history.to_json())
+
+
+@pytest.mark.skipif(not os.environ.get("KRON_RECORD_HISTORY"), reason="records a new history")
+async def test_record_webhooks_history(running_stack: Stack) -> None:
+    from .webhooks_test import Receiver, pending_turn
+
+    toolkit = running_stack.add_step_tool()
+    running_stack.llm.responder = replies.scripted_agent(1, "NOTES_APPEND")
+    with Receiver(500, then=204) as receiver:
+        handle = await running_stack.start_run(
+            toolkits=[toolkit], approval=ApprovalPolicy(require_for=["notes"]), callback_url=receiver.url,
+            webhook_events=[WebhookEvent.RUN_WAITING, WebhookEvent.RUN_COMPLETED],
+        )
+        await handle.signal(names.SIGNAL_APPROVE, ApprovalDecision(approved=True, turn=await pending_turn(handle)))
+        assert (await handle.result()).status is RunStatus.COMPLETED
+        deliveries = running_stack.client.get_workflow_handle(delivery_workflow_id(handle.id), result_type=DeliveryLog)
+        assert len((await deliveries.result()).deliveries) == 2
+    (HISTORIES / "agent_run_webhooks.json").write_text((await handle.fetch_history()).to_json())
+    (HISTORIES / "webhook_delivery_retries.json").write_text((await deliveries.fetch_history()).to_json())

@@ -1,4 +1,4 @@
-"""Where a run's completion webhook may go.
+"""Where a run's (or a schedule's) webhooks may go: every event type, checked at every attempt.
 
 Whoever dispatches a run chooses its `callback_url`, and the worker POSTs to it from inside the
 cluster. Unchecked, any user could make kron call what only the cluster reaches: cloud metadata
@@ -31,6 +31,10 @@ _LOCAL_SUFFIXES = (".localhost", ".local", ".internal", ".localdomain")
 
 class CallbackRefused(Exception):
     """The URL may not receive webhooks; the message says why (no secrets, no path or query)."""
+
+
+class CallbackUnresolved(CallbackRefused):
+    """The host does not resolve now: refused for this attempt, a later one may succeed."""
 
 
 @dataclass(frozen=True)
@@ -123,10 +127,10 @@ async def pinned_request(url: str, *, allow_private: bool) -> PinnedRequest:
     try:
         infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except OSError as error:
-        raise CallbackRefused(f"callback_url host does not resolve ({type(error).__name__})") from None
+        raise CallbackUnresolved(f"callback_url host does not resolve ({type(error).__name__})") from None
     addresses = [a for a in (_address(str(info[4][0])) for info in infos) if a is not None]
     if not addresses:
-        raise CallbackRefused("callback_url host does not resolve")
+        raise CallbackUnresolved("callback_url host does not resolve")
     for address in addresses:
         kind = _non_public(address)
         if kind is not None:

@@ -457,6 +457,8 @@ def ledger_config(definition: ScheduleDefinition) -> LedgerConfig:
     return LedgerConfig(
         max_run_history=definition.max_run_history,
         watch_skips=definition.concurrency_policy is ConcurrencyPolicy.FORBID,
+        callback_url=definition.run.callback_url,
+        webhook_events=definition.run.webhook_events,
     )
 
 

@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal, TypeAlias, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, Strict, StringConstraints
 
 from kron.contracts.mcp import McpServers, McpToolRef
+from kron.contracts.webhooks import WebhookEvent
 
 # How long a prompt-cache entry lives after the request that wrote or last read it started.
 CacheTTL: TypeAlias = Literal["5m", "1h"]
@@ -381,6 +382,8 @@ class AgentRunInput(BaseModel):
     tool_policy: ToolPolicy | None = None
     # MCP servers whose tools the run may call (header values by reference, resolved by the worker).
     mcp_servers: McpServers = Field(default_factory=list)
+    # Webhooks: the event types sent to callback_url (None: the terminal ones; see contracts.webhooks).
+    webhook_events: list[WebhookEvent] | None = Field(default=None, max_length=16)
     # Set only by the workflow itself when it continues as new.
     checkpoint: Conversation | None = None
 

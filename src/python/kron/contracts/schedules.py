@@ -38,6 +38,7 @@ from kron.contracts.models import (
     StrictBudgetUsd,
     Usage,
 )
+from kron.contracts.webhooks import ScheduleWebhookEvents, WebhookEvent
 
 # --- names
 
@@ -302,6 +303,12 @@ class RunTemplate(BaseModel):
     mcp_servers: McpServers = Field(
         default_factory=list, description="MCP servers whose tools each fire's run may call (checked at every fire)."
     )
+    webhook_events: ScheduleWebhookEvents | None = Field(
+        default=None,
+        description="Webhook event types sent to `callback_url`: each fire's run's (`run.*`) and the "
+        "fire's own (`schedule.fire_failed`: its toolkit preflight failed). Default: the terminal run "
+        "events and `schedule.fire_failed`.",
+    )
 
     @field_validator("toolkits")
     @classmethod
@@ -402,6 +409,11 @@ class LedgerConfig(BaseModel):
     # Forbid is the only policy under which Temporal skips fires: only then is polling for skips
     # worth it while a run goes on.
     watch_skips: bool = True
+    # Where and which webhooks the schedule sends (schedule.fire_skipped comes from the ledger), and
+    # the agent task queue whose worker delivers them (known to fires; a configure keeps the last).
+    callback_url: str | None = None
+    webhook_events: list[WebhookEvent] | None = None
+    agent_task_queue: str | None = None
 
 
 class LedgerState(BaseModel):

@@ -26,7 +26,7 @@ from kron.gateway.metrics import GatewayMetrics
 from kron.gateway.middleware import RequestContextMiddleware
 from kron.gateway.preflight import Preflight, composio_connections_factory
 from kron.gateway.ratelimit import TokenBucketLimiter
-from kron.gateway.routers import agents, auth, health, schedules, tasks, usage
+from kron.gateway.routers import agents, auth, deliveries, health, schedules, tasks, usage
 from kron.gateway.settings import GatewaySettings, get_settings
 from kron.gateway.state import GatewayState
 from kron.gateway.tokens import make_verifier
@@ -117,6 +117,7 @@ def create_app(
     app.include_router(health.router)
     app.include_router(auth.router)
     app.include_router(tasks.router)
+    app.include_router(deliveries.router)
     app.include_router(schedules.router)
     app.include_router(usage.router)
     app.include_router(agents.router)

@@ -27,6 +27,7 @@ from kron.contracts.models import (
     Usage,
 )
 from kron.contracts.schedules import ConcurrencyPolicy, FireRecord, RunTemplate, ScheduleTiming
+from kron.contracts.webhooks import RunWebhookEvents
 from kron.gateway.tokens import USER_ID_PATTERN
 
 ToolkitSlug = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")]
@@ -70,7 +71,8 @@ class DispatchRequest(BaseModel):
     # Checked (and normalised) by `kron.common.callback_urls`, like a schedule's: one validator.
     callback_url: str | None = Field(
         default=None, min_length=1, max_length=2083, json_schema_extra={"format": "uri"},
-        description="Receives a webhook when the run ends (a public http(s) URL).",
+        description="Receives the run's webhooks (Standard Webhooks: `webhook-id`, `webhook-timestamp`, "
+        "`webhook-signature`; the types in `webhook_events`), a public http(s) URL.",
     )
     approval_required: list[ToolkitSlug] = Field(
         default_factory=list,
@@ -103,6 +105,11 @@ class DispatchRequest(BaseModel):
         description="MCP servers (streamable HTTP) whose tools the run may call, as `mcp__<name>__<tool>`. "
         "URLs must be on the operator's allow-list (KRON_MCP_URL_ALLOWLIST); header values are "
         "references (`{env: MCP_...}` or `{secret_key_ref: {name, key}}`), never literal values.",
+    )
+    webhook_events: RunWebhookEvents | None = Field(
+        default=None,
+        description="Webhook event types sent to `callback_url` (`run.completed`, `run.failed`, "
+        "`run.cancelled`, `run.waiting`, `run.paused`); default: the three terminal ones.",
     )
 
 

@@ -21,8 +21,8 @@ from kron.common.mcp_preflight import first_unavailable
 from kron.common.schedules import ledger_id
 from kron.common.toolkit_preflight import ToolkitRejected, check_connections
 from kron.contracts.agents import AgentSpec
-from kron.contracts.models import AgentRef
 from kron.contracts.mcp import McpServers
+from kron.contracts.models import AgentRef
 from kron.contracts.schedules import (
     SCHEDULE_LEDGER_WORKFLOW,
     SIGNAL_LEDGER_RECORD,

@@ -24,11 +24,13 @@ from temporalio.exceptions import (
     CancelledError,
     ChildWorkflowError,
     TerminatedError,
+    WorkflowAlreadyStartedError,
 )
 from temporalio.exceptions import TimeoutError as TemporalTimeoutError
 
 with workflow.unsafe.imports_passed_through():
     from kron.common import agent_runs
+    from kron.common.schedules import ledger_config
     from kron.contracts import names
     from kron.contracts.agents import AgentOverrides, apply_agent
     from kron.contracts.models import AgentRunResult, RunStatus
@@ -39,7 +41,6 @@ with workflow.unsafe.imports_passed_through():
         SCHEDULED_START_TIME_ATTRIBUTE,
         SIGNAL_LEDGER_CONFIGURE,
         SIGNAL_LEDGER_RECORD,
-        ConcurrencyPolicy,
         DispatchStatus,
         FireOutcome,
         FireRecord,
@@ -49,6 +50,15 @@ with workflow.unsafe.imports_passed_through():
         RecordFire,
         RunHistory,
         ScheduledFireInput,
+    )
+    from kron.contracts.webhooks import (
+        WEBHOOK_DELIVERY_WORKFLOW,
+        WebhookEnvelope,
+        WebhookEvent,
+        WebhookMessage,
+        chosen,
+        delivery_id,
+        delivery_workflow_id,
     )
     from kron.scheduler.activities import (
         McpPreflightInput,
@@ -83,6 +93,8 @@ RECORD_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interv
 OBSERVE_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30), maximum_attempts=5
 )
+# Fires since send schedule.fire_failed webhooks (through the agent worker's WebhookDelivery).
+WEBHOOKS_PATCH = "webhooks-v1"
 # A ledger continues as new after this many fire records and observations (each costs a handful of
 # history events), keeping its history well under Temporal's limits however long a run polls.
 EVENTS_PER_LEDGER_RUN = 200
@@ -99,10 +111,7 @@ class ScheduledFireWorkflow:
     async def run(self, input: ScheduledFireInput) -> FireRecord:
         info = workflow.info()
         definition = input.definition
-        config = LedgerConfig(
-            max_run_history=definition.max_run_history,
-            watch_skips=definition.concurrency_policy is ConcurrencyPolicy.FORBID,
-        )
+        config = ledger_config(definition).model_copy(update={"agent_task_queue": input.agent_task_queue})
         scheduled_at = info.typed_search_attributes.get(SCHEDULED_START_TIME)
         record = self._record = FireRecord(
             fire_id=info.workflow_id,
@@ -133,6 +142,8 @@ class ScheduledFireWorkflow:
                     connect_url=preflight.connect_url,
                 )
                 await self._report(input, config)
+                if workflow.patched(WEBHOOKS_PATCH):
+                    await self._send_webhook(input, WebhookEvent.SCHEDULE_FIRE_FAILED)
                 return record
 
             run = definition.run
@@ -151,6 +162,9 @@ class ScheduledFireWorkflow:
                 request_id=info.workflow_id,
                 schedule_name=definition.name,
                 schedule_monthly_budget_usd=run.monthly_budget_usd,
+                webhook_events=(
+                    None if run.webhook_events is None else [e for e in run.webhook_events if e.is_run_event]
+                ),
                 **fields,
             )
             child = await workflow.start_child_workflow(
@@ -203,6 +217,32 @@ class ScheduledFireWorkflow:
                 )
                 await self._report(input, config)
             raise
+
+    async def _send_webhook(self, input: ScheduledFireInput, event: WebhookEvent) -> None:
+        """Hand the fire's event to a WebhookDelivery workflow on the agent task queue (the agent
+        worker holds the signing keys), abandoned: it outlives this fire and retries on its own."""
+        run, info = input.definition.run, workflow.info()
+        if not run.callback_url or not chosen(run.webhook_events, event, schedule=True):
+            return
+        assert self._record is not None
+        envelope = WebhookEnvelope(
+            type=event, timestamp=workflow.now(),
+            data={"schedule": input.definition.name, "fire": self._record.model_dump(mode="json")},
+        )
+        message = WebhookMessage(
+            webhook_id=delivery_id(info.workflow_id, event), event=event, url=run.callback_url,
+            body=envelope.model_dump_json(), final=True,
+        )
+        try:
+            await workflow.start_child_workflow(
+                WEBHOOK_DELIVERY_WORKFLOW,
+                message,
+                id=delivery_workflow_id(info.workflow_id),
+                task_queue=input.agent_task_queue,
+                parent_close_policy=workflow.ParentClosePolicy.ABANDON,
+            )
+        except WorkflowAlreadyStartedError:
+            pass  # started by an earlier attempt of this fire
 
     def _update(self, **fields: object) -> FireRecord:
         assert self._record is not None
@@ -320,6 +360,7 @@ class ScheduleLedgerWorkflow:
         self._config = input.config
         self._observe_due = self._state.skips_seen is None  # take a baseline first thing
         self._events = 0
+        self._new_skips: list[FireRecord] = []  # recorded by the last observation
 
     @workflow.run
     async def run(self, input: LedgerInput) -> None:
@@ -343,6 +384,10 @@ class ScheduleLedgerWorkflow:
             if not observed.exists:
                 return  # the schedule was deleted: so is its history
             self._apply_observation(input.schedule_id, observed)
+            if self._new_skips and workflow.patched(WEBHOOKS_PATCH):
+                for skip in self._new_skips:
+                    await self._send_skip_webhook(input.schedule_id, skip)
+            self._new_skips = []
             self._events += 1
             if self._events >= EVENTS_PER_LEDGER_RUN or workflow.info().is_continue_as_new_suggested():
                 await workflow.wait_condition(workflow.all_handlers_finished)
@@ -360,7 +405,9 @@ class ScheduleLedgerWorkflow:
 
     @workflow.signal(name=SIGNAL_LEDGER_CONFIGURE)
     def configure(self, config: LedgerConfig) -> None:
-        self._config = config
+        self._config = config.model_copy(
+            update={"agent_task_queue": config.agent_task_queue or self._config.agent_task_queue}
+        )
         self._trim()
 
     @workflow.query(name=QUERY_LEDGER_HISTORY)
@@ -405,7 +452,7 @@ class ScheduleLedgerWorkflow:
             times = [None] * (new - len(candidates)) + candidates
             for scheduled_at in times:
                 state.skip_ordinal += 1
-                self._upsert(
+                self._new_skips.append(
                     FireRecord(
                         fire_id=f"{schedule_id}-skip-{state.skip_ordinal}",
                         trigger=FireTrigger.SCHEDULE,
@@ -415,7 +462,36 @@ class ScheduleLedgerWorkflow:
                         error="The previous run was still going (concurrency policy Forbid)",
                     )
                 )
+                self._upsert(self._new_skips[-1])
         state.skips_seen, state.observed_until = total, observed.observed_at
+
+    async def _send_skip_webhook(self, schedule_id: str, skip: FireRecord) -> None:
+        """schedule.fire_skipped, through a WebhookDelivery on the agent task queue (abandoned)."""
+        config, event = self._config, WebhookEvent.SCHEDULE_FIRE_SKIPPED
+        if not config.callback_url or not config.agent_task_queue:
+            return
+        if not chosen(config.webhook_events, event, schedule=True):
+            return
+        envelope = WebhookEnvelope(
+            type=event, timestamp=workflow.now(),
+            data={"schedule_id": schedule_id, "fire": skip.model_dump(mode="json")},
+        )
+        # The skip's ordinal restarts if the schedule is made again under its name: the time too.
+        occurrence = skip.scheduled_at.isoformat() if skip.scheduled_at else skip.fired_at.isoformat()
+        message = WebhookMessage(
+            webhook_id=delivery_id(skip.fire_id, event, occurrence), event=event, url=config.callback_url,
+            body=envelope.model_dump_json(), final=True,
+        )
+        try:
+            await workflow.start_child_workflow(
+                WEBHOOK_DELIVERY_WORKFLOW,
+                message,
+                id=delivery_workflow_id(skip.fire_id),
+                task_queue=config.agent_task_queue,
+                parent_close_policy=workflow.ParentClosePolicy.ABANDON,
+            )
+        except WorkflowAlreadyStartedError:
+            pass
 
     def _trim(self) -> None:
         """Newest first; every running fire kept, then the newest finished ones up to the limit."""

@@ -7,20 +7,17 @@ timeout and the step is retried elsewhere, and a hard cancel reaches a step that
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
-import json
 import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
-import httpx
 from pydantic import BaseModel
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
+from temporalio.common import WorkflowIDReusePolicy
+from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from kron.agent_core.ports import LLM, ToolProvider
@@ -36,7 +33,6 @@ from kron.agent_core.types import (
     ToolTransportError,
     TranscriptRequest,
 )
-from kron.common.callback_urls import CallbackRefused, pinned_request
 from kron.common.logging import get_logger
 from kron.common.transcripts import MemoryTranscriptStore, TranscriptMissing, TranscriptStore
 from kron.contracts import names
@@ -46,10 +42,26 @@ from kron.contracts.models import (
     BudgetKind,
     BudgetPause,
     CacheTTL,
+    PendingApproval,
+    PendingUnknownOutcome,
+    RunStatus,
     ToolSafety,
 )
 from kron.contracts.spend import MonthlySpend, SpendEntry, month_of, spend_ledger_id
+from kron.contracts.webhooks import (
+    DEFAULT_WEBHOOK_RETRY_SECONDS,
+    SIGNAL_DELIVER,
+    WEBHOOK_DELIVERY_WORKFLOW,
+    WebhookEnvelope,
+    WebhookEvent,
+    WebhookMessage,
+    chosen,
+    delivery_id,
+    delivery_workflow_id,
+)
 from kron.worker import metrics
+from kron.worker.webhook_signing import WebhookSigner
+from kron.worker.webhooks import WebhookActivities
 
 log = get_logger(__name__)
 
@@ -61,7 +73,6 @@ TOOL_NOT_EXECUTED = "tool_not_executed"
 BUDGET_REACHED = "budget_reached"
 # Content a run's transcript should hold is gone: retrying cannot bring it back.
 TRANSCRIPT_MISSING = "transcript_missing"
-WEBHOOK_SIGNATURE_HEADER = "X-Kron-Signature"
 # A tool result that cannot be stored goes inline into the history instead (never lost: the call
 # may have acted), after this many tries.
 TOOL_RESULT_STORE_ATTEMPTS = 3
@@ -85,10 +96,11 @@ class ModelCallInput(BaseModel):
 
 
 class RunEvent(StrEnum):
-    """What a webhook reports. `finished` keeps the original completion body."""
+    """What a notify step reports (its webhook type: kron.contracts.webhooks.WebhookEvent)."""
 
-    FINISHED = "finished"
-    BUDGET_PAUSED = "budget_paused"
+    FINISHED = "finished"  # run.completed, run.failed or run.cancelled, by the result's status
+    BUDGET_PAUSED = "budget_paused"  # run.paused
+    WAITING = "waiting"  # run.waiting (webhooks-v1)
 
 
 class ListToolsInput(BaseModel):
@@ -109,12 +121,27 @@ class ClassifyToolsInput(BaseModel):
     names: list[str]
 
 
+class RunWaiting(BaseModel):
+    """`data.waiting` of a `run.waiting` webhook: a human's decision on gated tool calls
+    (`approval`: `POST /tasks/{id}/approve` or `/deny`) or on a call whose outcome is unknown
+    (`unknown_outcome`: `POST /tasks/{id}/resolve`)."""
+
+    reason: Literal["approval", "unknown_outcome"]
+    approval: PendingApproval | None = None
+    unknown_outcome: PendingUnknownOutcome | None = None
+
+
 class NotifyInput(BaseModel):
     workflow_id: str
     callback_url: str | None
     result: AgentRunResult
     event: RunEvent = RunEvent.FINISHED
     paused: BudgetPause | None = None  # with event budget_paused
+    # webhooks-v1: the webhook types the run chose (None: the default) and, for run.waiting, what it
+    # waits for and which wait this is (part of the stable webhook id).
+    webhook_events: list[WebhookEvent] | None = None
+    waiting: RunWaiting | None = None
+    occurrence: str = ""
 
 
 class CancelRunInput(BaseModel):
@@ -150,8 +177,10 @@ class AgentActivities:
         default_max_tokens: int = 4096,
         default_cache_ttl: CacheTTL = "5m",
         safety_policy: ToolSafetyPolicy | None = None,
-        webhook_secret: bytes | None = None,
+        webhook_secret: str | None = None,
         webhook_allow_private_networks: bool = False,
+        webhook_timeout_seconds: float = 10.0,
+        webhook_retry_seconds: int = DEFAULT_WEBHOOK_RETRY_SECONDS,
         heartbeat_interval_seconds: float = 1.0,
         prices: PriceTable | None = None,
         user_monthly_budget_usd: float | None = None,
@@ -160,15 +189,20 @@ class AgentActivities:
         context_windows: Mapping[str, int] | None = None,
     ) -> None:
         """`transcripts`: where runs keep their conversations; the default, in this process's memory,
-        serves only workers that never share a run with another process (tests)."""
+        serves only workers that never share a run with another process (tests). `webhook_secret`:
+        `whsec_` secrets, space-separated (all sign each delivery); raises BadWebhookSecret."""
         self._llm = llm
         self._tools = tools
         self._default_model = default_model
         self._default_max_tokens = default_max_tokens
         self._default_cache_ttl = default_cache_ttl
         self._safety = safety_policy or ToolSafetyPolicy()
-        self._webhook_secret = webhook_secret
-        self._webhook_allow_private = webhook_allow_private_networks
+        self.webhooks = WebhookActivities(
+            WebhookSigner.from_secrets(webhook_secret or ""),
+            allow_private_networks=webhook_allow_private_networks,
+            timeout_seconds=webhook_timeout_seconds,
+            retry_period_seconds=webhook_retry_seconds,
+        )
         self._heartbeat_interval = heartbeat_interval_seconds
         self._prices = prices or PriceTable.with_overrides()
         self._user_monthly_budget = user_monthly_budget_usd
@@ -179,8 +213,6 @@ class AgentActivities:
             transcripts if transcripts is not None else MemoryTranscriptStore(),
             lambda model: windows.get(model, DEFAULT_CONTEXT_WINDOW_TOKENS),
         )
-        # No redirects: the address check holds for the URL it checked, not for where a 3xx points.
-        self._http = httpx.AsyncClient(timeout=httpx.Timeout(5.0), follow_redirects=False)
 
     @activity.defn(name="call_model")
     async def call_model(self, input: ModelCallInput) -> ModelResponse:
@@ -377,8 +409,9 @@ class AgentActivities:
 
     @activity.defn(name="notify_run_finished")
     async def notify_run_finished(self, input: NotifyInput) -> None:
-        """Count the outcome and POST it to the run's webhook, if it has one. A `budget_paused` event
-        adds `event` and `paused` to the completion body's `task_id` and `result` (the result so far)."""
+        """Count the event and, when the run has a callback_url and chose this event type, hand it
+        to the run's delivery workflow (signal-with-start), which sends and retries it: this step
+        never waits for the receiver."""
         finished = input.event is RunEvent.FINISHED
         if activity.info().attempt == 1:
             if finished:
@@ -387,33 +420,36 @@ class AgentActivities:
                 metrics.RUN_PAUSES.labels(budget=input.paused.budget.value).inc()
         if not input.callback_url:
             return
-        payload: dict[str, Any] = {"task_id": input.workflow_id, "result": input.result.model_dump(mode="json")}
-        if not finished:
-            payload["event"] = input.event.value
-            payload["paused"] = input.paused.model_dump(mode="json") if input.paused else None
-        body = json.dumps(payload).encode()
-        headers = {"Content-Type": "application/json"}
-        if self._webhook_secret:
-            digest = hmac.new(self._webhook_secret, body, hashlib.sha256).hexdigest()
-            headers[WEBHOOK_SIGNATURE_HEADER] = f"sha256={digest}"
+        event, occurrence, data = _webhook_event(input)
+        handle_id = delivery_workflow_id(input.workflow_id)
+        if not chosen(input.webhook_events, event):
+            if finished:  # a delivery workflow the run started earlier may end now
+                await _tell_final(handle_id)
+            return
+        envelope = WebhookEnvelope(type=event, timestamp=datetime.now(UTC), data=data)
+        message = WebhookMessage(
+            webhook_id=delivery_id(input.workflow_id, event, occurrence),
+            event=event,
+            url=input.callback_url,
+            body=envelope.model_dump_json(),
+            final=finished,
+        )
         try:
-            target = await pinned_request(input.callback_url, allow_private=self._webhook_allow_private)
-        except CallbackRefused as refused:
-            metrics.WEBHOOKS.labels(outcome="refused").inc()
-            log.warning("webhook refused", reason=str(refused))
-            raise ApplicationError(str(refused), type="CallbackRefused", non_retryable=True) from None
-        try:
-            response = await self._http.post(
-                target.url, content=body, headers={**headers, **target.headers}, extensions=target.extensions
+            await activity.client().start_workflow(
+                WEBHOOK_DELIVERY_WORKFLOW,
+                id=handle_id,
+                task_queue=activity.info().task_queue,
+                start_signal=SIGNAL_DELIVER,
+                start_signal_args=[message],
+                # Closed: the run's last event was handled (this step is a retry): never a second log.
+                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                rpc_timeout=timedelta(seconds=10),
             )
-            response.raise_for_status()
-        except httpx.HTTPError as exc:
-            metrics.WEBHOOKS.labels(outcome="error").inc()
-            raise ApplicationError(f"webhook delivery failed: {type(exc).__name__}") from None
-        metrics.WEBHOOKS.labels(outcome="ok").inc()
+        except WorkflowAlreadyStartedError:
+            log.info("webhook delivery already closed", event=event.value)
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        await self.webhooks.aclose()
 
     @activity.defn(name="cancel_run")
     async def cancel_run(self, input: CancelRunInput) -> None:
@@ -429,4 +465,34 @@ class AgentActivities:
             self.classify_tools,
             self.notify_run_finished,
             self.cancel_run,
+            self.webhooks.deliver_webhook,
         ]
+
+
+_FINISHED_EVENTS = {RunStatus.COMPLETED: WebhookEvent.RUN_COMPLETED, RunStatus.CANCELLED: WebhookEvent.RUN_CANCELLED}
+
+
+def _webhook_event(input: NotifyInput) -> tuple[WebhookEvent, str, dict[str, Any]]:
+    """The event type, which occurrence of it this is (for its stable id) and its `data`."""
+    data: dict[str, Any] = {"task_id": input.workflow_id, "result": input.result.model_dump(mode="json")}
+    if input.event is RunEvent.FINISHED:
+        # failed, max_iterations, budget_exceeded: run.failed (data.result.status says which)
+        return _FINISHED_EVENTS.get(input.result.status, WebhookEvent.RUN_FAILED), "", data
+    if input.event is RunEvent.BUDGET_PAUSED:
+        data["paused"] = input.paused.model_dump(mode="json") if input.paused else None
+        budget = input.paused.budget.value if input.paused else ""
+        # A pause streak starts at most once per turn and budget.
+        return WebhookEvent.RUN_PAUSED, input.occurrence or f"{input.result.turns}/{budget}", data
+    data["waiting"] = input.waiting.model_dump(mode="json") if input.waiting else None
+    return WebhookEvent.RUN_WAITING, input.occurrence, data
+
+
+async def _tell_final(workflow_id: str) -> None:
+    """Tell a run's delivery workflow, if there is one, that no more events come."""
+    try:
+        await activity.client().get_workflow_handle(workflow_id).signal(
+            SIGNAL_DELIVER, WebhookMessage(final=True), rpc_timeout=timedelta(seconds=10)
+        )
+    except RPCError as error:
+        if error.status is not RPCStatusCode.NOT_FOUND:
+            raise

@@ -31,6 +31,8 @@ from kron.worker.interceptors import LogContextInterceptor
 from kron.worker.mcp_activities import McpActivities
 from kron.worker.settings import WorkerSettings
 from kron.worker.spend_ledger import SpendLedgerWorkflow
+from kron.worker.webhook_delivery import WebhookDeliveryWorkflow
+from kron.worker.webhook_signing import BadWebhookSecret, WebhookSigner
 from kron.worker.workflows import AgentWorkflow
 
 log = get_logger(__name__)
@@ -71,7 +73,7 @@ def build_worker(
     return Worker(
         client,
         task_queue=settings.task_queue,
-        workflows=[AgentWorkflow, SpendLedgerWorkflow],
+        workflows=[AgentWorkflow, SpendLedgerWorkflow, WebhookDeliveryWorkflow],
         activities=activities.all() + (mcp.all() if mcp is not None else []),
         max_concurrent_activities=settings.max_concurrent_activities,
         max_concurrent_workflow_tasks=settings.max_concurrent_workflow_tasks,
@@ -105,6 +107,10 @@ async def run_worker(settings: WorkerSettings, agent: AgentSettings) -> None:
     transcript_settings = TranscriptSettings()
     transcripts = open_store(transcript_settings)
     safety = ToolSafetyPolicy(settings.tool_safety)
+    try:  # a bad secret stops the worker here; the message names its position, never its value
+        WebhookSigner.from_secrets(settings.webhook_secret.get_secret_value() if settings.webhook_secret else "")
+    except BadWebhookSecret as bad:
+        raise SystemExit(f"KRON_WEBHOOK_SECRET: {bad}") from None
     activities = AgentActivities(
         llm,
         tools,
@@ -112,10 +118,10 @@ async def run_worker(settings: WorkerSettings, agent: AgentSettings) -> None:
         default_max_tokens=agent.kron_max_tokens,
         default_cache_ttl=settings.prompt_cache_ttl,
         safety_policy=safety,
-        webhook_secret=(
-            settings.webhook_secret.get_secret_value().encode() if settings.webhook_secret else None
-        ),
+        webhook_secret=settings.webhook_secret.get_secret_value() if settings.webhook_secret else None,
         webhook_allow_private_networks=settings.webhook_allow_private_networks,
+        webhook_timeout_seconds=settings.webhook_timeout_seconds,
+        webhook_retry_seconds=settings.webhook_retry_seconds,
         prices=price_table(settings),
         user_monthly_budget_usd=settings.user_monthly_budget_usd,
         user_monthly_budgets_usd=settings.user_monthly_budgets_usd,

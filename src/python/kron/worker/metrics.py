@@ -42,7 +42,8 @@ RUN_PAUSES = Counter(
 )
 WEBHOOKS = Counter(
     "kron_webhooks_total",
-    "Completion webhooks, by outcome (ok, error, refused: a callback_url on a non-public network).",
+    "Webhook delivery attempts, by outcome: ok (2xx), error (retried: connection, timeout, 408, 429, "
+    "5xx), rejected (another non-2xx: not retried), refused (a callback_url on a non-public network).",
     ["outcome"],
 )
 
@@ -69,7 +70,7 @@ for _outcome in ("ok", "error", "transport_error"):
     TOOL_CALLS.labels(outcome=_outcome)
 for _kind in ("model", "tool"):
     STEP_DURATION.labels(kind=_kind)
-for _outcome in ("ok", "error", "refused"):
+for _outcome in ("ok", "error", "rejected", "refused"):
     WEBHOOKS.labels(outcome=_outcome)
 for _budget in BudgetKind:
     RUN_PAUSES.labels(budget=_budget.value)

@@ -28,8 +28,13 @@ class WorkerSettings(BaseSettings):
     max_cached_workflows: int = Field(default=2000, ge=0)
     # A dead worker's sticky queue delays the next workflow task by this much (SDK default 10 s).
     sticky_queue_timeout_seconds: float = Field(default=2.0, gt=0)
-    # Signs webhook bodies (HMAC-SHA256). Without it, webhooks are sent unsigned.
+    # Signs webhooks (Standard Webhooks: `webhook-signature`): one or more `whsec_<base64 key>`
+    # secrets separated by spaces; each signs every delivery (rotation). Without it, unsigned.
     webhook_secret: SecretStr | None = None
+    # A webhook that fails (connection, timeout, 408, 429, 5xx) is retried for this long; and how
+    # long one attempt may take.
+    webhook_retry_seconds: int = Field(default=24 * 3600, ge=1, le=7 * 24 * 3600)
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0, le=60)
     # Webhooks to loopback/private/link-local addresses (kron.common.callback_urls). Off in production:
     # a user's callback_url must not reach what only the cluster can.
     webhook_allow_private_networks: bool = False

@@ -58,6 +58,7 @@ with workflow.unsafe.imports_passed_through():
         UnknownOutcomeDecision,
         Usage,
     )
+    from kron.contracts.webhooks import WebhookEvent, chosen
     from kron.worker.activities import (
         BUDGET_REACHED,
         TOOL_NOT_EXECUTED,
@@ -69,6 +70,7 @@ with workflow.unsafe.imports_passed_through():
         ModelCallInput,
         NotifyInput,
         RunEvent,
+        RunWaiting,
         SpendContext,
         ToolCallInput,
     )
@@ -98,6 +100,8 @@ TRANSCRIPTS_PATCH = "transcripts-v1"
 TOOL_POLICY_PATCH = "tool-policy-v1"
 # Runs that name MCP servers list their tools (list_mcp_tools) and call them (call_mcp_tool).
 MCP_TOOLS_PATCH = "mcp-tools-v1"
+# Runs started since send run.waiting webhooks and the webhook types they chose (kron.worker.webhooks).
+WEBHOOKS_PATCH = "webhooks-v1"
 # Tool input properties through which a tool accepts a caller's idempotency key.
 IDEMPOTENCY_KEY_FIELDS = ("idempotency_key", "idempotencyKey", "client_request_id", "request_id")
 
@@ -145,6 +149,8 @@ class AgentWorkflow:
         self._pause_deadline: datetime | None = None
         self._agent: AgentRef | None = None
         self._mcp_servers: list[McpServer] = []  # the run's, for its MCP tool calls
+        self._webhooks = False  # the webhooks-v1 path (False when replaying older histories)
+        self._unknown_waits: dict[str, int] = {}  # waits per idempotency key (its run.waiting ids)
 
     @workflow.run
     async def run(self, input: AgentRunInput) -> AgentRunResult:
@@ -160,6 +166,7 @@ class AgentWorkflow:
         self._budgets = workflow.patched(BUDGET_PAUSE_PATCH)
         self._agent = input.agent
         self._mcp_servers = list(input.mcp_servers)
+        self._webhooks = workflow.patched(WEBHOOKS_PATCH)
         # A checkpoint carries its own kind of conversation; only a fresh run asks which to start.
         transcript_id = (
             workflow.info().workflow_id
@@ -217,7 +224,8 @@ class AgentWorkflow:
                     tool_policy = self._tool_policy(input)
                     denied = _denied(tool_policy, step.calls)
                     approval = await self._approve(
-                        input.approval, loop.state.turns, [c for c in step.calls if c.id not in denied], tool_policy
+                        input.approval, loop.state.turns, [c for c in step.calls if c.id not in denied], input,
+                        tool_policy,
                     )
                     if approval.cancelled:
                         continue  # the loop finishes the run
@@ -560,6 +568,11 @@ class AgentWorkflow:
         self._pending_unknown.append(pending)
         self._status = RunStatus.WAITING
         workflow.logger.warning("tool call outcome unknown; waiting for a decision")
+        self._unknown_waits[key] = self._unknown_waits.get(key, 0) + 1
+        await self._notify_waiting(
+            input, RunWaiting(reason="unknown_outcome", unknown_outcome=pending),
+            f"unknown/{key}/{self._unknown_waits[key]}",
+        )
         try:
             await _wait_with_timeout(
                 lambda: key in self._unknown_decisions or self._cancel_requested,
@@ -581,7 +594,12 @@ class AgentWorkflow:
         return decision
 
     async def _approve(
-        self, policy: ApprovalPolicy | None, turn: int, calls: list[ToolCall], tool_policy: ToolPolicy | None = None
+        self,
+        policy: ApprovalPolicy | None,
+        turn: int,
+        calls: list[ToolCall],
+        input: AgentRunInput,
+        tool_policy: ToolPolicy | None = None,
     ) -> _ApprovalOutcome:
         """Wait for a human on the calls the policy gates (and those the agent's tool policy asks about)."""
         gated = [
@@ -598,6 +616,8 @@ class AgentWorkflow:
             timeout_seconds=policy.timeout_seconds,
         )
         self._status = RunStatus.WAITING
+        await self._notify_waiting(input, RunWaiting(reason="approval", approval=self._pending_approval),
+                                   f"approval/{turn}")
         try:
             await _wait_with_timeout(
                 lambda: turn in self._approvals or self._cancel_requested, policy.timeout_seconds
@@ -643,8 +663,15 @@ class AgentWorkflow:
         self._paused = None
         await self._notify(input, RunEvent.FINISHED, result)
 
+    async def _notify_waiting(self, input: AgentRunInput, waiting: RunWaiting, occurrence: str) -> None:
+        """A run.waiting webhook (webhooks-v1), when the run has a callback_url and chose the type."""
+        if self._webhooks and input.callback_url and chosen(input.webhook_events, WebhookEvent.RUN_WAITING):
+            await self._notify(input, RunEvent.WAITING, self._loop_result(RunStatus.WAITING),
+                               waiting=waiting, occurrence=occurrence)
+
     async def _notify(
-        self, input: AgentRunInput, event: RunEvent, result: AgentRunResult, paused: BudgetPause | None = None
+        self, input: AgentRunInput, event: RunEvent, result: AgentRunResult, paused: BudgetPause | None = None,
+        *, waiting: RunWaiting | None = None, occurrence: str = "",
     ) -> None:
         notify = NotifyInput(
             workflow_id=workflow.info().workflow_id,
@@ -652,6 +679,9 @@ class AgentWorkflow:
             result=result,
             event=event,
             paused=paused,
+            webhook_events=input.webhook_events,
+            waiting=waiting,
+            occurrence=occurrence,
         )
         try:
             await workflow.execute_activity_method(

@@ -15,8 +15,8 @@ from fastapi import APIRouter, Body, Path, Response
 from pydantic import BaseModel, Field, ValidationError
 
 from kron.common.agents import SHARED_OWNER, AgentNotFound
-from kron.common.mcp_connect import user_server_errors
 from kron.common.logging import get_logger
+from kron.common.mcp_connect import user_server_errors
 from kron.contracts.agents import (
     SOURCE_API,
     AgentName,

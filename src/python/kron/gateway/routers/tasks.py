@@ -226,6 +226,7 @@ def _run_input(
         unknown_outcome_timeout_seconds=body.unknown_outcome_timeout_seconds,
         request_id=request_id,
         cache_ttl=body.cache_ttl,
+        webhook_events=body.webhook_events,
     )
 
 
