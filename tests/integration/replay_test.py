@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,7 @@ from temporalio.worker import Replayer
 
 from kron.contracts import names
 from kron.contracts.models import BudgetUpdate, CancelRequest, RunProgress, RunStatus
+from kron.worker.interceptors import HeartbeatTimeoutInterceptor
 from kron.worker.workflows import AgentWorkflow
 from kron_testing import fake_anthropic as replies
 
@@ -42,6 +44,16 @@ def _histories() -> list[Path]:
 async def test_committed_history_replays(path: Path) -> None:
     history = WorkflowHistory.from_json(path.stem, json.loads(path.read_text()))
     replayer = Replayer(workflows=[AgentWorkflow], data_converter=pydantic_data_converter)
+    await replayer.replay_workflow(history)
+
+
+@pytest.mark.parametrize("path", _histories(), ids=lambda p: p.stem)
+async def test_history_replays_under_another_heartbeat_timeout(path: Path) -> None:
+    # KRON_HEARTBEAT_TIMEOUT_SECONDS differs between workers and from what a history recorded:
+    # Temporal does not compare an activity command's timeouts, so any value replays.
+    history = WorkflowHistory.from_json(path.stem, json.loads(path.read_text()))
+    replayer = Replayer(workflows=[AgentWorkflow], data_converter=pydantic_data_converter,
+                        interceptors=[HeartbeatTimeoutInterceptor(timedelta(seconds=1))])
     await replayer.replay_workflow(history)
 
 

@@ -50,6 +50,7 @@ from kron.contracts.models import (
 )
 from kron.contracts.spend import MonthlySpend, SpendEntry, month_of, spend_ledger_id
 from kron.worker import metrics
+from kron.worker.step_options import HEARTBEAT_INTERVAL
 
 log = get_logger(__name__)
 
@@ -124,12 +125,14 @@ class CancelRunInput(BaseModel):
 
 @asynccontextmanager
 async def heartbeating(interval_seconds: float) -> AsyncIterator[None]:
-    """Heartbeat every `interval_seconds` while the body runs (no-op outside an activity)."""
+    """Heartbeat every `interval_seconds` while the body runs (no-op outside an activity). The first
+    beat comes after one interval: the attempt's start already counts as one, and a step shorter
+    than that then costs the server no heartbeat RPC at all."""
 
     async def beat() -> None:
         while True:
-            activity.heartbeat()
             await asyncio.sleep(interval_seconds)
+            activity.heartbeat()
 
     task = asyncio.create_task(beat())
     try:
@@ -152,7 +155,7 @@ class AgentActivities:
         safety_policy: ToolSafetyPolicy | None = None,
         webhook_secret: bytes | None = None,
         webhook_allow_private_networks: bool = False,
-        heartbeat_interval_seconds: float = 1.0,
+        heartbeat_interval_seconds: float = HEARTBEAT_INTERVAL.total_seconds(),
         prices: PriceTable | None = None,
         user_monthly_budget_usd: float | None = None,
         user_monthly_budgets_usd: dict[str, float] | None = None,

@@ -15,7 +15,7 @@ from datetime import timedelta
 
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.worker import Worker
+from temporalio.worker import PollerBehaviorSimpleMaximum, Worker
 
 from kron.agent_core.demo import DEMO_MODEL, DemoLLM, DemoTools
 from kron.agent_core.ports import LLM, ToolProvider
@@ -26,7 +26,11 @@ from kron.common.logging import configure_logging, get_logger
 from kron.common.ops import Health, serve_ops
 from kron.common.transcripts import TranscriptSettings, TranscriptStore, open_store
 from kron.worker.activities import AgentActivities
-from kron.worker.interceptors import LogContextInterceptor
+from kron.worker.interceptors import (
+    HeartbeatTimeoutInterceptor,
+    LogContextInterceptor,
+    UnstickOnRetryInterceptor,
+)
 from kron.worker.settings import WorkerSettings
 from kron.worker.spend_ledger import SpendLedgerWorkflow
 from kron.worker.workflows import AgentWorkflow
@@ -77,8 +81,14 @@ def build_worker(
         sticky_queue_schedule_to_start_timeout=timedelta(
             seconds=settings.sticky_queue_timeout_seconds
         ),
+        workflow_task_poller_behavior=PollerBehaviorSimpleMaximum(settings.workflow_task_pollers),
+        activity_task_poller_behavior=PollerBehaviorSimpleMaximum(settings.activity_task_pollers),
         graceful_shutdown_timeout=timedelta(seconds=settings.drain_seconds),
-        interceptors=[LogContextInterceptor()],
+        interceptors=[
+            LogContextInterceptor(),
+            HeartbeatTimeoutInterceptor(timedelta(seconds=settings.heartbeat_timeout_seconds)),
+            UnstickOnRetryInterceptor(),
+        ],
     )
 
 
@@ -113,6 +123,7 @@ async def run_worker(settings: WorkerSettings, agent: AgentSettings) -> None:
             settings.webhook_secret.get_secret_value().encode() if settings.webhook_secret else None
         ),
         webhook_allow_private_networks=settings.webhook_allow_private_networks,
+        heartbeat_interval_seconds=settings.heartbeat_interval_seconds,
         prices=price_table(settings),
         user_monthly_budget_usd=settings.user_monthly_budget_usd,
         user_monthly_budgets_usd=settings.user_monthly_budgets_usd,
