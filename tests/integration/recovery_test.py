@@ -1,6 +1,7 @@
 """Recovery levers on a real Temporal server: a retried step moves its run off the sticky queue of
 the worker that ran the failed attempt (`UnstickOnRetryInterceptor`), so a run whose worker died does
-not wait out the sticky timeout after the retry; a step that did not fail keeps its sticky worker."""
+not wait out the sticky timeout after the retry; a step that did not fail keeps its sticky worker.
+And the scheduler's child start gained a task timeout without a patch: fires started before replay."""
 
 from __future__ import annotations
 
@@ -11,10 +12,14 @@ from temporalio import activity, workflow
 from temporalio.api.enums.v1 import EventType, TaskQueueKind
 from temporalio.client import Client
 from temporalio.common import RetryPolicy
-from temporalio.worker import Worker
+from temporalio.worker import Replayer, UnsandboxedWorkflowRunner, Worker
 
 with workflow.unsafe.imports_passed_through():  # this module is the workflow's too
+    from kron.common.agent_runs import RUN_TASK_TIMEOUT
     from kron.worker.interceptors import LogContextInterceptor, UnstickOnRetryInterceptor
+
+# The child's task timeout as the parent's code gives it (None: as before RUN_TASK_TIMEOUT).
+CHILD_TASK_TIMEOUT: list[timedelta | None] = [None]
 
 
 @activity.defn(name="flaky-step")
@@ -60,3 +65,34 @@ async def test_a_retried_step_sends_the_next_workflow_task_to_the_normal_queue(c
         TaskQueueKind.TASK_QUEUE_KIND_NORMAL,  # retried step: handed to any worker
         TaskQueueKind.TASK_QUEUE_KIND_STICKY,  # the next task made the worker sticky again
     ]
+
+
+@workflow.defn(name="recovery-child")
+class Child:
+    @workflow.run
+    async def run(self) -> int:
+        return 1
+
+
+@workflow.defn(name="recovery-parent")
+class Parent:
+    @workflow.run
+    async def run(self) -> int:
+        return await workflow.execute_child_workflow(
+            Child.run, id=f"{workflow.info().workflow_id}-child", task_timeout=CHILD_TASK_TIMEOUT[0])
+
+
+async def test_a_child_started_without_a_task_timeout_replays_with_one(client: Client) -> None:
+    queue = f"recovery-{uuid.uuid4().hex[:8]}"
+    CHILD_TASK_TIMEOUT[0] = None
+    # Unsandboxed: the sandbox would re-import this module and never see the changed timeout.
+    unsandboxed = UnsandboxedWorkflowRunner()
+    async with Worker(client, task_queue=queue, workflows=[Parent, Child], workflow_runner=unsandboxed):
+        handle = await client.start_workflow(Parent.run, id=f"recovery-{uuid.uuid4()}", task_queue=queue)
+        assert await handle.result() == 1
+    history = await handle.fetch_history()
+    CHILD_TASK_TIMEOUT[0] = RUN_TASK_TIMEOUT
+    try:
+        await Replayer(workflows=[Parent, Child], workflow_runner=unsandboxed).replay_workflow(history)
+    finally:
+        CHILD_TASK_TIMEOUT[0] = None
