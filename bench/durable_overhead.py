@@ -3,7 +3,8 @@ and vs. Temporal's own floor (a bare workflow running as many no-op activities, 
 
 Both agent designs drive the same `AgentLoop` against the same fake Anthropic and Composio servers
 through the real SDKs; the difference per step is what durability costs. The floor tells how much
-of that is Temporal's round trip and how much is kron's own.
+of that is Temporal's round trip and how much is kron's own. It also times a full replay of one run's
+history (what a worker does on a cache miss: the work the run's workflow task timeout must cover).
 
     ./pants run bench/durable_overhead.py -- --turns 20 --runs 7
 """
@@ -19,7 +20,7 @@ import uuid
 
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.worker import Worker
+from temporalio.worker import Replayer, Worker
 
 import _harness
 from _floor import FLOOR_WORKFLOW, FloorWorkflow, noop
@@ -28,12 +29,14 @@ from kron.agent_core.anthropic_llm import AnthropicLLM
 from kron.agent_core.composio_tools import ComposioToolProvider
 from kron.agent_core.loop import AgentLoop, RunLimits
 from kron.agent_core.runner import run_agent
+from kron.common.agent_runs import RUN_TASK_TIMEOUT
 from kron.common.logging import configure_logging
 from kron.contracts import names
 from kron.contracts.models import AgentRunInput, AgentRunResult, RunStatus
 from kron.worker.activities import AgentActivities
 from kron.worker.main import build_worker
 from kron.worker.settings import WorkerSettings
+from kron.worker.workflows import TURNS_PER_HISTORY, AgentWorkflow
 from kron_testing import fake_anthropic as replies
 from kron_testing.temporal_server import TemporalDevServer
 
@@ -63,6 +66,8 @@ async def main(turns: int, runs: int) -> None:
         queue = f"bench-{uuid.uuid4().hex[:8]}"
         async with build_worker(client, WorkerSettings(task_queue=queue), activities):
 
+            handles = []
+
             async def durable() -> float:
                 started = time.perf_counter()
                 handle = await client.start_workflow(
@@ -70,12 +75,24 @@ async def main(turns: int, runs: int) -> None:
                     AgentRunInput(user_id=USER, goal="bench", toolkits=[toolkit],
                                   max_iterations=turns + 5),
                     id=f"bench-{uuid.uuid4()}", task_queue=queue, result_type=AgentRunResult,
+                    task_timeout=RUN_TASK_TIMEOUT,
                 )
                 result = await handle.result()
                 assert result.status == RunStatus.COMPLETED, result
+                handles.append(handle)
                 return time.perf_counter() - started
 
             durable_runs = [await durable() for _ in range(runs + 1)][1:]
+        # The first run of the chain: the longest history (a run continues-as-new every 50 turns).
+        last = handles[-1]
+        history = await client.get_workflow_handle(
+            last.id, run_id=last.first_execution_run_id).fetch_history()
+        replayer = Replayer(workflows=[AgentWorkflow], data_converter=pydantic_data_converter)
+        replays = []
+        for _ in range(3):
+            started = time.perf_counter()
+            await replayer.replay_workflow(history)
+            replays.append(time.perf_counter() - started)
 
         floor_queue = f"bench-floor-{uuid.uuid4().hex[:8]}"
         async with Worker(client, task_queue=floor_queue, workflows=[FloorWorkflow], activities=[noop]):
@@ -102,6 +119,10 @@ async def main(turns: int, runs: int) -> None:
     # kron's step also does the fake servers' work (what the in-process run measures).
     print(f"kron per step vs Temporal's floor: {ours_ms / floor_ms:.2f}x raw, "
           f"{(ours_ms - base_ms) / floor_ms:.2f}x without the model and tool time")
+    print(f"full replay of one run's history ({len(history.events)} events, "
+          f"{min(turns, TURNS_PER_HISTORY)} turns): "
+          f"{median_ms(replays):.0f} ms (max {max(replays) * 1000:.0f}); the workflow task timeout "
+          f"of kron's runs is {RUN_TASK_TIMEOUT.total_seconds():g} s")
     await activities.aclose()
     llm_fake.stop()
     composio_fake.stop()

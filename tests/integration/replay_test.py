@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,7 @@ from kron.contracts.models import (
 from kron.contracts.webhooks import DeliveryLog, WebhookEvent, delivery_workflow_id
 from kron.scheduler.workflows import ScheduledFireWorkflow
 from kron.worker.webhook_delivery import WebhookDeliveryWorkflow
+from kron.worker.interceptors import HeartbeatTimeoutInterceptor
 from kron.worker.workflows import AgentWorkflow
 from kron_testing import fake_anthropic as replies
 from kron_testing.mcp_server import McpTestServer
@@ -74,6 +76,16 @@ async def test_committed_history_replays(path: Path) -> None:
 async def test_committed_fire_history_replays(path: Path) -> None:
     history = WorkflowHistory.from_json(path.stem, json.loads(path.read_text()))
     replayer = Replayer(workflows=[ScheduledFireWorkflow], data_converter=pydantic_data_converter)
+    await replayer.replay_workflow(history)
+
+
+@pytest.mark.parametrize("path", _histories(), ids=lambda p: p.stem)
+async def test_history_replays_under_another_heartbeat_timeout(path: Path) -> None:
+    # KRON_HEARTBEAT_TIMEOUT_SECONDS differs between workers and from what a history recorded:
+    # Temporal does not compare an activity command's timeouts, so any value replays.
+    history = WorkflowHistory.from_json(path.stem, json.loads(path.read_text()))
+    replayer = Replayer(workflows=[AgentWorkflow], data_converter=pydantic_data_converter,
+                        interceptors=[HeartbeatTimeoutInterceptor(timedelta(seconds=1))])
     await replayer.replay_workflow(history)
 
 

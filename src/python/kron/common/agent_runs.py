@@ -1,12 +1,13 @@
 """Starting an `AgentWorkflow`: what every starter (a dispatch at the gateway, a fire in the
 scheduler) must do the same way so runs look alike wherever they came from — the task id's shape,
 the owner's search attribute (listing and ownership checks filter on it), the memo a listing shows,
-and the run input built from a request's optional fields.
+the run's workflow task timeout, and the run input built from a request's optional fields.
 """
 
 from __future__ import annotations
 
 import hashlib
+from datetime import timedelta
 from typing import Any
 
 from temporalio.common import Priority, SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
@@ -21,6 +22,12 @@ MEMO_GOAL = "goal"
 MEMO_TOOLKITS = "toolkits"
 MEMO_MODEL = "model"
 MEMO_AGENT = "agent"  # {name, version, shared}: the agent definition run (absent: none)
+# A workflow task held by a worker that died is given to another worker after this (Temporal's
+# default: 10 s). It must cover the longest workflow task a live worker runs: a full replay of a run's
+# history after a cache miss, at most TURNS_PER_HISTORY turns since its last continue-as-new
+# (measured by bench/durable_overhead.py; trade-off in deploy/RECOVERY.md). Fixed in the run's
+# history at start, so it is a constant every starter shares, not a worker setting.
+RUN_TASK_TIMEOUT = timedelta(seconds=3)
 
 
 def task_id(unique_hex: str) -> str:

@@ -162,6 +162,7 @@ class RunStore:
                 run_input,
                 id=task_id,
                 task_queue=self.task_queue,
+                task_timeout=agent_runs.RUN_TASK_TIMEOUT,
                 id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
                 id_conflict_policy=(
                     WorkflowIDConflictPolicy.USE_EXISTING if idempotency_key else WorkflowIDConflictPolicy.FAIL

@@ -174,6 +174,9 @@ class ScheduledFireWorkflow:
                 task_queue=input.agent_task_queue,
                 result_type=AgentRunResult,
                 execution_timeout=timedelta(seconds=run.timeout_seconds) if run.timeout_seconds else None,
+                task_timeout=agent_runs.RUN_TASK_TIMEOUT,  # as a dispatched run's (recovery)
+                # Fair sharing by owner, as a dispatched run (per-user weights are the gateway's).
+                priority=agent_runs.run_priority(input.owner),
                 # The run shows up in the owner's GET /tasks like a dispatched one.
                 search_attributes=agent_runs.owner_search_attributes(input.owner),
                 memo=agent_runs.run_memo(run_input, schedule=definition.name),

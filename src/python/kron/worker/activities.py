@@ -62,6 +62,7 @@ from kron.contracts.webhooks import (
 from kron.worker import metrics
 from kron.worker.webhook_signing import WebhookSigner
 from kron.worker.webhooks import WebhookActivities
+from kron.worker.step_options import HEARTBEAT_INTERVAL
 
 log = get_logger(__name__)
 
@@ -151,12 +152,14 @@ class CancelRunInput(BaseModel):
 
 @asynccontextmanager
 async def heartbeating(interval_seconds: float) -> AsyncIterator[None]:
-    """Heartbeat every `interval_seconds` while the body runs (no-op outside an activity)."""
+    """Heartbeat every `interval_seconds` while the body runs (no-op outside an activity). The first
+    beat comes after one interval: the attempt's start already counts as one, and a step shorter
+    than that then costs the server no heartbeat RPC at all."""
 
     async def beat() -> None:
         while True:
-            activity.heartbeat()
             await asyncio.sleep(interval_seconds)
+            activity.heartbeat()
 
     task = asyncio.create_task(beat())
     try:
@@ -181,7 +184,7 @@ class AgentActivities:
         webhook_allow_private_networks: bool = False,
         webhook_timeout_seconds: float = 10.0,
         webhook_retry_seconds: int = DEFAULT_WEBHOOK_RETRY_SECONDS,
-        heartbeat_interval_seconds: float = 1.0,
+        heartbeat_interval_seconds: float = HEARTBEAT_INTERVAL.total_seconds(),
         prices: PriceTable | None = None,
         user_monthly_budget_usd: float | None = None,
         user_monthly_budgets_usd: dict[str, float] | None = None,

@@ -15,7 +15,7 @@ from datetime import timedelta
 
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.worker import Worker
+from temporalio.worker import PollerBehaviorSimpleMaximum, Worker
 
 from kron.agent_core.demo import DEMO_MODEL, DemoLLM, DemoTools
 from kron.agent_core.ports import LLM, ToolProvider
@@ -27,7 +27,11 @@ from kron.common.mcp_connect import McpSettings
 from kron.common.ops import Health, serve_ops
 from kron.common.transcripts import TranscriptSettings, TranscriptStore, open_store
 from kron.worker.activities import AgentActivities
-from kron.worker.interceptors import LogContextInterceptor
+from kron.worker.interceptors import (
+    HeartbeatTimeoutInterceptor,
+    LogContextInterceptor,
+    UnstickOnRetryInterceptor,
+)
 from kron.worker.mcp_activities import McpActivities
 from kron.worker.settings import WorkerSettings
 from kron.worker.spend_ledger import SpendLedgerWorkflow
@@ -81,8 +85,14 @@ def build_worker(
         sticky_queue_schedule_to_start_timeout=timedelta(
             seconds=settings.sticky_queue_timeout_seconds
         ),
+        workflow_task_poller_behavior=PollerBehaviorSimpleMaximum(settings.workflow_task_pollers),
+        activity_task_poller_behavior=PollerBehaviorSimpleMaximum(settings.activity_task_pollers),
         graceful_shutdown_timeout=timedelta(seconds=settings.drain_seconds),
-        interceptors=[LogContextInterceptor()],
+        interceptors=[
+            LogContextInterceptor(),
+            HeartbeatTimeoutInterceptor(timedelta(seconds=settings.heartbeat_timeout_seconds)),
+            UnstickOnRetryInterceptor(),
+        ],
     )
 
 
@@ -122,6 +132,7 @@ async def run_worker(settings: WorkerSettings, agent: AgentSettings) -> None:
         webhook_allow_private_networks=settings.webhook_allow_private_networks,
         webhook_timeout_seconds=settings.webhook_timeout_seconds,
         webhook_retry_seconds=settings.webhook_retry_seconds,
+        heartbeat_interval_seconds=settings.heartbeat_interval_seconds,
         prices=price_table(settings),
         user_monthly_budget_usd=settings.user_monthly_budget_usd,
         user_monthly_budgets_usd=settings.user_monthly_budgets_usd,
@@ -129,7 +140,12 @@ async def run_worker(settings: WorkerSettings, agent: AgentSettings) -> None:
         context_windows=settings.context_windows,
     )
     mcp_connector = McpSettings().connector()  # one connection pool for every MCP server
-    mcp = McpActivities(mcp_connector, safety_policy=safety, store_result=activities.store_tool_result)
+    mcp = McpActivities(
+        mcp_connector,
+        safety_policy=safety,
+        store_result=activities.store_tool_result,
+        heartbeat_interval_seconds=settings.heartbeat_interval_seconds,
+    )
     # /livez, /readyz and /metrics from the start: probes see "starting" while Temporal connects.
     health = Health(stall_seconds=settings.liveness_stall_seconds)
     with serve_ops(settings.metrics_port, settings.metrics_host, health) as ops:

@@ -33,6 +33,7 @@ from kron.contracts.mcp import McpServer, McpServers, McpToolRef
 from kron.contracts.models import ToolSafety
 from kron.worker import metrics
 from kron.worker.activities import TOOL_NOT_EXECUTED, TOOL_TRANSPORT_ERROR, heartbeating
+from kron.worker.step_options import HEARTBEAT_INTERVAL
 
 log = get_logger(__name__)
 
@@ -71,7 +72,7 @@ class McpActivities:
         *,
         safety_policy: ToolSafetyPolicy | None = None,
         store_result: StoreResult | None = None,
-        heartbeat_interval_seconds: float = 1.0,
+        heartbeat_interval_seconds: float = HEARTBEAT_INTERVAL.total_seconds(),
     ) -> None:
         """`store_result(run_id, result)`: how the run's transcript keeps a result (the agent
         activities' own store), for runs whose conversation is there."""

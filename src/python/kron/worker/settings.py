@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr
+from typing import Self
+
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from kron.agent_core.pricing import ModelPrice
 from kron.contracts.models import BudgetUsd, CacheTTL, ToolSafety
 from kron.contracts.names import AGENT_TASK_QUEUE
+from kron.worker.step_options import HEARTBEAT_INTERVAL, HEARTBEAT_TIMEOUT
 
 
 class WorkerSettings(BaseSettings):
@@ -26,8 +29,19 @@ class WorkerSettings(BaseSettings):
     max_concurrent_activities: int = Field(default=200, ge=1)
     max_concurrent_workflow_tasks: int = Field(default=100, ge=1)
     max_cached_workflows: int = Field(default=2000, ge=0)
-    # A dead worker's sticky queue delays the next workflow task by this much (SDK default 10 s).
-    sticky_queue_timeout_seconds: float = Field(default=2.0, gt=0)
+    # Recovery levers (the trade-offs and measurements: deploy/RECOVERY.md).
+    # A dead worker's sticky queue delays the next workflow task by this much (SDK default 10 s);
+    # on a busy worker, a task that waits longer is replayed from scratch by another worker.
+    sticky_queue_timeout_seconds: float = Field(default=1.0, gt=0)
+    # A step whose worker died is retried elsewhere this long after its last heartbeat; a live step
+    # whose event loop stalls this long is timed out (and run again). Server load: one heartbeat per
+    # in-flight step every 0.8 x this.
+    heartbeat_timeout_seconds: float = Field(default=HEARTBEAT_TIMEOUT.total_seconds(), gt=0)
+    # How often a running step heartbeats; at most half the timeout.
+    heartbeat_interval_seconds: float = Field(default=HEARTBEAT_INTERVAL.total_seconds(), gt=0)
+    # Concurrent long polls for workflow and activity tasks (the SDK's defaults).
+    workflow_task_pollers: int = Field(default=5, ge=2)
+    activity_task_pollers: int = Field(default=5, ge=1)
     # Signs webhooks (Standard Webhooks: `webhook-signature`): one or more `whsec_<base64 key>`
     # secrets separated by spaces; each signs every delivery (rotation). Without it, unsigned.
     webhook_secret: SecretStr | None = None
@@ -61,3 +75,12 @@ class WorkerSettings(BaseSettings):
     # (KRON_TRANSCRIPT_RETENTION_DAYS). 0: never (e.g. an S3 lifecycle rule does it).
     transcript_sweep_interval_seconds: float = Field(default=3600.0, ge=0)
 
+
+    @model_validator(mode="after")
+    def _heartbeats_within_timeout(self) -> Self:
+        if self.heartbeat_interval_seconds * 2 > self.heartbeat_timeout_seconds:
+            raise ValueError(
+                "KRON_HEARTBEAT_INTERVAL_SECONDS must be at most half of KRON_HEARTBEAT_TIMEOUT_SECONDS "
+                f"({self.heartbeat_interval_seconds} > {self.heartbeat_timeout_seconds} / 2)"
+            )
+        return self

@@ -12,8 +12,18 @@ from typing import Any
 
 from temporalio.common import RetryPolicy
 
-# A dead worker is noticed within this; activities heartbeat every second.
-HEARTBEAT_TIMEOUT = timedelta(seconds=5)
+# A step whose worker died is noticed this long after its last heartbeat (then retried elsewhere
+# after its retry policy's first interval). Too short, and a live step whose event loop stalls that
+# long (CPU throttling, a long GC) is timed out and run twice. The worker's setting
+# (KRON_HEARTBEAT_TIMEOUT_SECONDS, applied by HeartbeatTimeoutInterceptor) overrides it; the
+# trade-off and the server load per in-flight step are in deploy/RECOVERY.md.
+HEARTBEAT_TIMEOUT = timedelta(seconds=2)
+# How often a running step heartbeats (KRON_HEARTBEAT_INTERVAL_SECONDS). The SDK sends at most one
+# heartbeat per 0.8 x the timeout to the server, so this sets stall tolerance, not server load.
+HEARTBEAT_INTERVAL = timedelta(seconds=0.5)
+# The first retry of a step that failed or whose worker died: short, so a crash costs little on top
+# of the heartbeat timeout. Backoff doubles from here.
+FIRST_RETRY_INTERVAL = timedelta(seconds=0.25)
 
 
 @dataclass(frozen=True)
@@ -34,22 +44,24 @@ class StepOptions:
 # Rate limits, overload, 5xx and connection errors are retried with backoff (a `retry-after` from the
 # API overrides the backoff for that attempt); bad requests, auth errors and a blocked key are raised
 # as non-retryable by the activity and fail the run at once with a clear error.
+# 12 attempts from 0.25 s wait ~6 min in all before giving up, as 10 from 1 s did.
 MODEL_STEP = StepOptions(
     start_to_close_timeout=timedelta(minutes=10),
     retry_policy=RetryPolicy(
-        initial_interval=timedelta(seconds=1),
+        initial_interval=FIRST_RETRY_INTERVAL,
         backoff_coefficient=2.0,
         maximum_interval=timedelta(minutes=2),
-        maximum_attempts=10,
+        maximum_attempts=12,
     ),
 )
 
 # Tool transport failures (Composio 5xx, connection): a few tries, then the model is told.
+# 5 attempts from 0.25 s wait 3.75 s in all, at least the 3 s that 3 attempts from 1 s waited.
 _TOOL_TRANSPORT_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=1),
+    initial_interval=FIRST_RETRY_INTERVAL,
     backoff_coefficient=2.0,
     maximum_interval=timedelta(seconds=30),
-    maximum_attempts=3,
+    maximum_attempts=5,
 )
 
 # Read-only and idempotent tool calls: retried, after a crash too.
