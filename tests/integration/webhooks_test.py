@@ -131,12 +131,15 @@ async def delivery_log(stack: Stack, task_id: str) -> DeliveryLog:
 
 async def closed_log(stack: Stack, task_id: str) -> DeliveryLog:
     """The log the delivery workflow ends with (it ends once the run's last event is done)."""
-    return await stack.client.get_workflow_handle(delivery_workflow_id(task_id), result_type=DeliveryLog).result()
+    log: DeliveryLog = await stack.client.get_workflow_handle(
+        delivery_workflow_id(task_id), result_type=DeliveryLog
+    ).result()
+    return log
 
 
 async def pending_turn(handle: WorkflowHandle[Any, Any]) -> int:
     async def check() -> int:
-        progress = await handle.query(names.QUERY_PROGRESS, result_type=RunProgress)
+        progress: RunProgress = await handle.query(names.QUERY_PROGRESS, result_type=RunProgress)
         assert progress.pending_approval is not None
         return progress.pending_approval.turn
 

@@ -28,9 +28,9 @@ from kron.common.transcripts import TranscriptSettings, TranscriptStore, open_st
 from kron.worker.activities import AgentActivities
 from kron.worker.interceptors import LogContextInterceptor
 from kron.worker.settings import WorkerSettings
-from kron.worker.webhook_signing import BadWebhookSecret, WebhookSigner
 from kron.worker.spend_ledger import SpendLedgerWorkflow
 from kron.worker.webhook_delivery import WebhookDeliveryWorkflow
+from kron.worker.webhook_signing import BadWebhookSecret, WebhookSigner
 from kron.worker.workflows import AgentWorkflow
 
 log = get_logger(__name__)
