@@ -50,6 +50,7 @@ async def test_operation_ids_are_stable(app: FastAPI) -> None:
     assert operations == {
         "livez", "readyz", "metrics", "issue_token", "dispatch_task", "list_tasks", "get_task",
         "stream_task_events", "cancel_task", "approve_task", "deny_task", "resolve_unknown_outcome",
+        "list_task_deliveries",
         "patch_task", "get_usage",
         "create_schedule", "list_schedules", "get_schedule", "update_schedule", "delete_schedule",
         "suspend_schedule", "resume_schedule", "trigger_schedule", "list_schedule_runs",
