@@ -54,6 +54,8 @@ async def test_operation_ids_are_stable(app: FastAPI) -> None:
         "patch_task", "get_usage",
         "create_schedule", "list_schedules", "get_schedule", "update_schedule", "delete_schedule",
         "suspend_schedule", "resume_schedule", "trigger_schedule", "list_schedule_runs",
+        "list_agents", "create_agent", "get_agent", "list_agent_versions", "get_agent_version", "update_agent",
+        "delete_agent",
     }
 
 
