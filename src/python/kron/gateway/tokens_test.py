@@ -1,10 +1,10 @@
 from __future__ import annotations
 
+import base64
 import time
 
 import httpx
 import jwt
-from jwt.utils import base64url_encode
 import pytest
 from pydantic import SecretStr
 
@@ -185,7 +185,7 @@ async def test_oidc_refuses_symmetric_and_none_algorithms_before_any_fetch() -> 
     settings = SETTINGS.model_copy(update={"oidc_issuer": ISSUER, "oidc_audience": "api"})
     idp = FakeIdp()
     verifier = OidcVerifier(settings, http=httpx.AsyncClient(transport=httpx.MockTransport(idp)))
-    unsigned = base64url_encode(b'{"alg":"none","kid":"k1"}').decode() + ".e30."
+    unsigned = base64.urlsafe_b64encode(b'{"alg":"none","kid":"k1"}').rstrip(b"=").decode() + ".e30."
     for token in (_hs256(SETTINGS), unsigned):
         with pytest.raises(InvalidToken):
             await verifier.verify(token)

@@ -8,6 +8,7 @@ import json
 import math
 import re
 import time
+import weakref
 from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
 
@@ -369,13 +370,27 @@ async def _until_temporal_fails(events: AsyncIterator[str]) -> AsyncIterator[str
         yield _sse("error", json.dumps(detail))
 
 
-async def _released(events: AsyncIterator[str], release: Callable[[], None]) -> AsyncIterator[str]:
-    """The stream's slot is given back however it ends (finished, client gone, error)."""
-    try:
-        async for event in events:
-            yield event
-    finally:
-        release()
+def _released(events: AsyncIterator[str], release: Callable[[], None]) -> AsyncIterator[str]:
+    """The stream's slot is given back however it ends (finished, client gone, error), and also if
+    it never started (a client gone before the first event: the generator is only collected)."""
+    done = False
+
+    def release_once() -> None:
+        nonlocal done
+        if not done:
+            done = True
+            release()
+
+    async def relay() -> AsyncIterator[str]:
+        try:
+            async for event in events:
+                yield event
+        finally:
+            release_once()
+
+    relayed = relay()
+    weakref.finalize(relayed, release_once)
+    return relayed
 
 
 def _sse(event: str, data: str, *, event_id: str | None = None) -> str:
