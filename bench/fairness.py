@@ -58,7 +58,6 @@ async def run_config(dynamic_config: list[str], args: argparse.Namespace, *, idl
                 AnthropicLLM(api_key=ANTHROPIC_KEY, base_url=llm.base_url, max_retries=0),
                 ComposioToolProvider(api_key=COMPOSIO_KEY, base_url=composio.base_url),
                 default_model="claude-sonnet-5",
-                webhook_secret=b"bench",
             )
             outcomes = []
             for _ in range(args.rounds):

@@ -26,12 +26,12 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Se
 from dataclasses import dataclass, field
 from typing import Any, NoReturn, Protocol, TypeVar
 
-from _harness import table
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError
 
+from _harness import table
 from kron.contracts.models import AgentRunResult, RunStatus
 from kron_testing import fake_anthropic as replies
 from kron_testing.fake_anthropic import FakeAnthropic, RecordedRequest, Reply

@@ -47,8 +47,8 @@ from kron.contracts.models import (
 )
 from kron.contracts.webhooks import DeliveryLog, WebhookEvent, delivery_workflow_id
 from kron.scheduler.workflows import ScheduledFireWorkflow
-from kron.worker.webhook_delivery import WebhookDeliveryWorkflow
 from kron.worker.interceptors import HeartbeatTimeoutInterceptor
+from kron.worker.webhook_delivery import WebhookDeliveryWorkflow
 from kron.worker.workflows import AgentWorkflow
 from kron_testing import fake_anthropic as replies
 from kron_testing.mcp_server import McpTestServer

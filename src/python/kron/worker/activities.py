@@ -60,9 +60,9 @@ from kron.contracts.webhooks import (
     delivery_workflow_id,
 )
 from kron.worker import metrics
+from kron.worker.step_options import HEARTBEAT_INTERVAL
 from kron.worker.webhook_signing import WebhookSigner
 from kron.worker.webhooks import WebhookActivities
-from kron.worker.step_options import HEARTBEAT_INTERVAL
 
 log = get_logger(__name__)
 
