@@ -46,7 +46,7 @@ from kron.contracts.models import (
     ToolPolicy,
 )
 from kron.contracts.webhooks import DeliveryLog, WebhookEvent, delivery_workflow_id
-from kron.scheduler.workflows import ScheduledFireWorkflow
+from kron.scheduler.workflows import ScheduledFireWorkflow, ScheduleLedgerWorkflow
 from kron.worker.interceptors import HeartbeatTimeoutInterceptor
 from kron.worker.webhook_delivery import WebhookDeliveryWorkflow
 from kron.worker.workflows import AgentWorkflow
@@ -70,12 +70,35 @@ async def test_committed_history_replays(path: Path) -> None:
 
 
 # ScheduledFireWorkflow histories (scheduled_fire_*: agent-ref-v1, a fire of a schedule naming an
-# agent, resolved and run, or not found; recorded by tests/integration/scheduler/agents_test.py
+# agent, resolved and run, or not found; webhooks-v1, a fire whose preflight failed sending
+# schedule.fire_failed; recorded by tests/integration/scheduler/agents_test.py and webhooks_test.py
 # with KRON_RECORD_HISTORY=1).
 @pytest.mark.parametrize("path", _histories("scheduled_fire_*.json"), ids=lambda p: p.stem)
 async def test_committed_fire_history_replays(path: Path) -> None:
-    history = WorkflowHistory.from_json(path.stem, json.loads(path.read_text()))
+    events = json.loads(path.read_text())
+    history = WorkflowHistory.from_json(_fire_id(events) or path.stem, events)
     replayer = Replayer(workflows=[ScheduledFireWorkflow], data_converter=pydantic_data_converter)
+    await replayer.replay_workflow(history)
+
+
+def _fire_id(history: dict[str, Any]) -> str | None:
+    """The recorded fire's own id, where its commands depend on it: a fire that started its
+    webhook delivery workflow (`delivery_workflow_id(fire id)`) must replay under the same id."""
+    suffix = delivery_workflow_id("")
+    for event in history["events"]:
+        child = event.get("startChildWorkflowExecutionInitiatedEventAttributes", {}).get("workflowId", "")
+        if child.endswith(suffix):
+            return str(child[: -len(suffix)])
+    return None
+
+
+# ScheduleLedgerWorkflow histories (schedule_ledger_*: webhooks-v1, an overlap skip sent as
+# schedule.fire_skipped; recorded by tests/integration/scheduler/webhooks_test.py with
+# KRON_RECORD_HISTORY=1; the ledger runs on, so its history ends mid-run).
+@pytest.mark.parametrize("path", _histories("schedule_ledger_*.json"), ids=lambda p: p.stem)
+async def test_committed_ledger_history_replays(path: Path) -> None:
+    history = WorkflowHistory.from_json(path.stem, json.loads(path.read_text()))
+    replayer = Replayer(workflows=[ScheduleLedgerWorkflow], data_converter=pydantic_data_converter)
     await replayer.replay_workflow(history)
 
 

@@ -86,7 +86,10 @@ async def test_a_long_run_keeps_content_out_of_history_and_the_model_sees_it_all
     # ... while the history holds none of it: 600 kB of results, quadratically resent before.
     size = history_size(await handle.fetch_history())
     assert size.largest_payload < 16_000, size
-    assert size.total_bytes < TURNS * RESULT_BYTES / 4, size
+    # What is left is per-event metadata (~360 B an event: activity options, priority, headers), which
+    # grows with features but not with content; inline, the results alone would be > TURNS * RESULT_BYTES.
+    assert size.total_bytes < TURNS * RESULT_BYTES / 3, size
+    assert size.total_bytes / size.events < 500, size
 
     # Progress shows what each step produced.
     progress = await handle.query(names.QUERY_PROGRESS, result_type=RunProgress)

@@ -4,10 +4,14 @@ verify with the `standardwebhooks` library."""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 from standardwebhooks.webhooks import Webhook
 from temporalio.service import RPCError, RPCStatusCode
 
+from kron.common.schedules import ledger_id
 from kron.contracts.schedules import DispatchStatus
 from kron.contracts.webhooks import (
     DeliveryLog,
@@ -20,6 +24,16 @@ from kron.contracts.webhooks import (
 from ..conftest import WEBHOOK_SECRET
 from ..webhooks_test import Receiver, received
 from .conftest import SLOW_MARKER, Scheduler, SlowFirstRuns, definition
+
+HISTORIES = Path(__file__).parents[1] / "histories"
+
+
+async def _record(scheduler: Scheduler, workflow_id: str, name: str) -> None:
+    """With KRON_RECORD_HISTORY=1, commit-ready histories of the webhooks-v1 paths of the fire and
+    ledger workflows (replayed by tests/integration/replay_test.py)."""
+    if os.environ.get("KRON_RECORD_HISTORY"):
+        history = await scheduler.client.get_workflow_handle(workflow_id).fetch_history()
+        (HISTORIES / f"{name}.json").write_text(history.to_json())
 
 
 async def test_a_fire_that_fails_its_preflight_sends_fire_failed(scheduler: Scheduler) -> None:
@@ -45,6 +59,7 @@ async def test_a_fire_that_fails_its_preflight_sends_fire_failed(scheduler: Sche
     assert fire["toolkit"] == toolkit and fire["connect_url"].startswith("http")
     assert delivery.headers["webhook-id"] == delivery_id(record.fire_id, WebhookEvent.SCHEDULE_FIRE_FAILED)
     assert [(d.event, d.state) for d in log.deliveries] == [(WebhookEvent.SCHEDULE_FIRE_FAILED, DeliveryState.DELIVERED)]
+    await _record(scheduler, record.fire_id, "scheduled_fire_webhook_fire_failed")
 
 
 async def test_a_fires_run_sends_the_run_events_the_schedule_chose(scheduler: Scheduler) -> None:
@@ -102,3 +117,4 @@ async def test_an_overlap_skip_sends_fire_skipped(scheduler: Scheduler) -> None:
     assert payload["data"]["fire"]["fire_id"] == skip.fire_id
     assert payload["data"]["fire"]["dispatch"] == "skipped_overlap"
     assert {r.envelope["type"] for r in receiver.received} == {"schedule.fire_skipped"}  # only what it chose
+    await _record(scheduler, ledger_id(view.schedule_id), "schedule_ledger_webhook_fire_skipped")
