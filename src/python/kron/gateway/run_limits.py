@@ -6,6 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 from kron.common.callback_urls import url_problem
+from kron.common.mcp_connect import user_server_errors
+from kron.contracts.mcp import McpServer
 from kron.gateway.settings import GatewaySettings
 
 
@@ -45,3 +47,14 @@ def run_limit_errors(
         if problem is not None:
             reject("callback_url", f"callback_url {problem}", "callback_url_not_allowed")
     return errors
+
+
+def mcp_server_errors(
+    settings: GatewaySettings, servers: list[McpServer], *, loc: tuple[str, ...]
+) -> list[dict[str, Any]]:
+    """A user (a dispatch, a schedule, an agent made over the API) may point the worker only at MCP
+    servers on the operator's allow-list (SSRF): 422 `detail` entries under `loc`."""
+    return [
+        {"loc": [*loc, "mcp_servers", str(index)], "msg": problem, "type": "mcp_server_not_allowed"}
+        for index, problem in user_server_errors(servers, settings.mcp_url_allowlist)
+    ]

@@ -236,16 +236,7 @@ class ScheduledFireWorkflow:
             webhook_id=delivery_id(info.workflow_id, event), event=event, url=run.callback_url,
             body=envelope.model_dump_json(), final=True,
         )
-        try:
-            await workflow.start_child_workflow(
-                WEBHOOK_DELIVERY_WORKFLOW,
-                message,
-                id=delivery_workflow_id(info.workflow_id),
-                task_queue=input.agent_task_queue,
-                parent_close_policy=workflow.ParentClosePolicy.ABANDON,
-            )
-        except WorkflowAlreadyStartedError:
-            pass  # started by an earlier attempt of this fire
+        await _start_delivery(message, delivery_workflow_id(info.workflow_id), input.agent_task_queue)
 
     def _update(self, **fields: object) -> FireRecord:
         assert self._record is not None
@@ -325,6 +316,21 @@ class ScheduledFireWorkflow:
             start_to_close_timeout=timedelta(seconds=30),
             retry_policy=RECORD_RETRY,
         )
+
+
+async def _start_delivery(message: WebhookMessage, workflow_id: str, agent_task_queue: str) -> None:
+    """Hand a webhook to a WebhookDelivery workflow on the agent task queue (the agent worker holds
+    the signing keys), abandoned: it outlives the starter and retries on its own."""
+    try:
+        await workflow.start_child_workflow(
+            WEBHOOK_DELIVERY_WORKFLOW,
+            message,
+            id=workflow_id,
+            task_queue=agent_task_queue,
+            parent_close_policy=workflow.ParentClosePolicy.ABANDON,
+        )
+    except WorkflowAlreadyStartedError:
+        pass  # started by an earlier attempt (a retried workflow task)
 
 
 def _outcome_of(status: RunStatus) -> FireOutcome:
@@ -485,16 +491,7 @@ class ScheduleLedgerWorkflow:
             webhook_id=delivery_id(skip.fire_id, event, occurrence), event=event, url=config.callback_url,
             body=envelope.model_dump_json(), final=True,
         )
-        try:
-            await workflow.start_child_workflow(
-                WEBHOOK_DELIVERY_WORKFLOW,
-                message,
-                id=delivery_workflow_id(skip.fire_id),
-                task_queue=config.agent_task_queue,
-                parent_close_policy=workflow.ParentClosePolicy.ABANDON,
-            )
-        except WorkflowAlreadyStartedError:
-            pass
+        await _start_delivery(message, delivery_workflow_id(skip.fire_id), config.agent_task_queue)
 
     def _trim(self) -> None:
         """Newest first; every running fire kept, then the newest finished ones up to the limit."""

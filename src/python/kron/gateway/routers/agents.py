@@ -16,7 +16,6 @@ from pydantic import BaseModel, Field, ValidationError
 
 from kron.common.agents import SHARED_OWNER, AgentNotFound
 from kron.common.logging import get_logger
-from kron.common.mcp_connect import user_server_errors
 from kron.contracts.agents import (
     SOURCE_API,
     AgentName,
@@ -30,6 +29,7 @@ from kron.contracts.models import DNS_LABEL_PATTERN
 from kron.gateway.agents import agent_errors, read_only
 from kron.gateway.deps import Agents, CurrentUser, Settings
 from kron.gateway.errors import ApiError, error_responses, validation_error
+from kron.gateway.run_limits import mcp_server_errors
 from kron.gateway.settings import GatewaySettings
 
 log = get_logger(__name__)
@@ -60,10 +60,7 @@ class VersionPage(BaseModel):
 def _require_allowed_mcp_servers(spec: AgentSpec, settings: GatewaySettings) -> None:
     """A user's agent may point the worker only at MCP servers the operator allows (SSRF), as a
     dispatch may; declared (operator) agents are not made here."""
-    errors = [
-        {"loc": ["body", "mcp_servers", str(index)], "msg": problem, "type": "mcp_server_not_allowed"}
-        for index, problem in user_server_errors(spec.mcp_servers, settings.mcp_url_allowlist)
-    ]
+    errors = mcp_server_errors(settings, spec.mcp_servers, loc=("body",))
     if errors:
         raise validation_error(errors)
 

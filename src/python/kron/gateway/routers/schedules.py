@@ -17,7 +17,6 @@ from pydantic import ValidationError
 
 from kron.common.callback_urls import normalized_url
 from kron.common.logging import get_logger
-from kron.common.mcp_connect import user_server_errors
 from kron.common.schedules import (
     ScheduleExists,
     ScheduleNotFound,
@@ -43,7 +42,7 @@ from kron.gateway.errors import (
     validation_error,
 )
 from kron.gateway.preflight import require_mcp_available
-from kron.gateway.run_limits import run_limit_errors
+from kron.gateway.run_limits import mcp_server_errors, run_limit_errors
 from kron.gateway.schemas import RunHistoryPage, ScheduleDetail, SchedulePage, TriggerAccepted
 from kron.gateway.settings import GatewaySettings
 
@@ -303,11 +302,7 @@ def _checked(
         settings, goal=run.goal, toolkits=run.toolkits, model=run.model, max_iterations=run.max_iterations,
         token_budget=run.token_budget, callback_url=run.callback_url, loc=("body", "run"),
     )
-    # A user may point the worker only at MCP servers the operator allows (SSRF).
-    errors += [
-        {"loc": ["body", "run", "mcp_servers", str(index)], "msg": problem, "type": "mcp_server_not_allowed"}
-        for index, problem in user_server_errors(run.mcp_servers, settings.mcp_url_allowlist)
-    ]
+    errors += mcp_server_errors(settings, run.mcp_servers, loc=("body", "run"))
     if errors:
         raise validation_error(errors)
     if run.callback_url is None:

@@ -20,7 +20,6 @@ from temporalio.service import RPCError
 from kron.common.agent_runs import agent_run_input
 from kron.common.callback_urls import normalized_url
 from kron.common.logging import get_logger
-from kron.common.mcp_connect import user_server_errors
 from kron.common.mcp_preflight import MCP_SERVER_UNAVAILABLE
 from kron.contracts import names
 from kron.contracts.agents import AgentOverrides
@@ -39,7 +38,7 @@ from kron.gateway.deps import Caller, CurrentUser, RequestId, Runs, State, Trans
 from kron.gateway.errors import ApiError, ToolkitNotConnectedBody, error_responses, validation_error
 from kron.gateway.metrics import DispatchOutcome
 from kron.gateway.preflight import require_mcp_available
-from kron.gateway.run_limits import run_limit_errors
+from kron.gateway.run_limits import mcp_server_errors, run_limit_errors
 from kron.gateway.runs import RunHandle, RunStore, execution_state
 from kron.gateway.schemas import (
     ApprovalAccepted,
@@ -211,11 +210,7 @@ def _run_input(
         max_iterations=run["max_iterations"], token_budget=run["token_budget"], callback_url=body.callback_url,
         loc=("body",), budget_field="budget",
     )
-    # A user may point the worker only at MCP servers the operator allows (SSRF).
-    errors += [
-        {"loc": ["body", "mcp_servers", str(index)], "msg": problem, "type": "mcp_server_not_allowed"}
-        for index, problem in user_server_errors(body.mcp_servers, settings.mcp_url_allowlist)
-    ]
+    errors += mcp_server_errors(settings, body.mcp_servers, loc=("body",))
     if errors:
         raise validation_error(errors)
     return agent_run_input(
