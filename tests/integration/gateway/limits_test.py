@@ -26,6 +26,11 @@ async def test_a_users_own_dispatch_limit_overrides_the_default(make_gateway: Ga
     assert all([(await gateway.dispatch(other)).status_code == 202 for _ in range(3)])  # the default (1000)
 
 
+def streams_held(gateway: Gateway, user: str) -> int:
+    held: int = gateway.app.state.gateway.streams.held(user)
+    return held
+
+
 @asynccontextmanager
 async def _served(gateway: Gateway) -> AsyncIterator[httpx.AsyncClient]:
     server = uvicorn.Server(uvicorn.Config(gateway.app, host="127.0.0.1", port=0, log_config=None, lifespan="off"))
@@ -54,11 +59,15 @@ async def test_open_event_streams_are_capped_per_user_and_given_back(
     async with _served(gateway) as http:
         async with http.stream("GET", path, headers=headers) as first:
             assert first.status_code == 200
-            await first.aiter_text().__anext__()  # the stream is open
+            # Hold the iterator: a dropped one is closed by asyncio's async-generator finalizer,
+            # which closes the connection and frees the slot while the next request is made.
+            chunks = first.aiter_text()
+            await chunks.__anext__()  # the stream is open
             second = await http.get(path, headers=headers)
             assert second.status_code == 429 and second.json()["error"] == "too_many_streams"
             other = unique_user("other")  # another user's count is their own
             assert (await http.get(path, headers=await gateway.headers(other))).status_code == 404
+            assert streams_held(gateway, user) == 1  # the first stream was open all along
         streams = gateway.app.state.gateway.streams
 
         async def released() -> None:
