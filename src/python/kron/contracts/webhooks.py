@@ -106,6 +106,28 @@ class WebhookMessage(BaseModel):
     final: bool = False
 
 
+def webhook_message(
+    subject_id: str,
+    event: WebhookEvent,
+    *,
+    url: str,
+    timestamp: datetime,
+    data: dict[str, Any],
+    occurrence: str = "",
+    final: bool,
+) -> WebhookMessage:
+    """One event of a run (or fire) `subject_id`, ready for its delivery workflow: the envelope as it
+    will be sent and its stable `webhook-id`."""
+    envelope = WebhookEnvelope(type=event, timestamp=timestamp, data=data)
+    return WebhookMessage(
+        webhook_id=delivery_id(subject_id, event, occurrence),
+        event=event,
+        url=url,
+        body=envelope.model_dump_json(),
+        final=final,
+    )
+
+
 class DeliveryState(StrEnum):
     PENDING = "pending"  # being sent, or waiting for its next attempt
     DELIVERED = "delivered"  # the receiver answered 2xx

@@ -53,12 +53,11 @@ with workflow.unsafe.imports_passed_through():
     )
     from kron.contracts.webhooks import (
         WEBHOOK_DELIVERY_WORKFLOW,
-        WebhookEnvelope,
         WebhookEvent,
         WebhookMessage,
         chosen,
-        delivery_id,
         delivery_workflow_id,
+        webhook_message,
     )
     from kron.scheduler.activities import (
         McpPreflightInput,
@@ -228,13 +227,9 @@ class ScheduledFireWorkflow:
         if not run.callback_url or not chosen(run.webhook_events, event, schedule=True):
             return
         assert self._record is not None
-        envelope = WebhookEnvelope(
-            type=event, timestamp=workflow.now(),
-            data={"schedule": input.definition.name, "fire": self._record.model_dump(mode="json")},
-        )
-        message = WebhookMessage(
-            webhook_id=delivery_id(info.workflow_id, event), event=event, url=run.callback_url,
-            body=envelope.model_dump_json(), final=True,
+        message = webhook_message(
+            info.workflow_id, event, url=run.callback_url, timestamp=workflow.now(),
+            data={"schedule": input.definition.name, "fire": self._record.model_dump(mode="json")}, final=True,
         )
         await _start_delivery(message, delivery_workflow_id(info.workflow_id), input.agent_task_queue)
 
@@ -481,15 +476,12 @@ class ScheduleLedgerWorkflow:
             return
         if not chosen(config.webhook_events, event, schedule=True):
             return
-        envelope = WebhookEnvelope(
-            type=event, timestamp=workflow.now(),
-            data={"schedule_id": schedule_id, "fire": skip.model_dump(mode="json")},
-        )
         # The skip's ordinal restarts if the schedule is made again under its name: the time too.
         occurrence = skip.scheduled_at.isoformat() if skip.scheduled_at else skip.fired_at.isoformat()
-        message = WebhookMessage(
-            webhook_id=delivery_id(skip.fire_id, event, occurrence), event=event, url=config.callback_url,
-            body=envelope.model_dump_json(), final=True,
+        message = webhook_message(
+            skip.fire_id, event, url=config.callback_url, timestamp=workflow.now(),
+            data={"schedule_id": schedule_id, "fire": skip.model_dump(mode="json")}, occurrence=occurrence,
+            final=True,
         )
         await _start_delivery(message, delivery_workflow_id(skip.fire_id), config.agent_task_queue)
 

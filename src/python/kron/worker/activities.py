@@ -52,12 +52,11 @@ from kron.contracts.webhooks import (
     DEFAULT_WEBHOOK_RETRY_SECONDS,
     SIGNAL_DELIVER,
     WEBHOOK_DELIVERY_WORKFLOW,
-    WebhookEnvelope,
     WebhookEvent,
     WebhookMessage,
     chosen,
-    delivery_id,
     delivery_workflow_id,
+    webhook_message,
 )
 from kron.worker import metrics
 from kron.worker.step_options import HEARTBEAT_INTERVAL
@@ -429,13 +428,9 @@ class AgentActivities:
             if finished:  # a delivery workflow the run started earlier may end now
                 await _tell_final(handle_id)
             return
-        envelope = WebhookEnvelope(type=event, timestamp=datetime.now(UTC), data=data)
-        message = WebhookMessage(
-            webhook_id=delivery_id(input.workflow_id, event, occurrence),
-            event=event,
-            url=input.callback_url,
-            body=envelope.model_dump_json(),
-            final=finished,
+        message = webhook_message(
+            input.workflow_id, event, url=input.callback_url, timestamp=datetime.now(UTC), data=data,
+            occurrence=occurrence, final=finished,
         )
         try:
             await activity.client().start_workflow(
