@@ -7,6 +7,8 @@ server; no worker, so dispatched runs simply stay queued.
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -24,10 +26,15 @@ from schemathesis.specs.openapi.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Worker
 
+from kron.common.schedules import ScheduleSettings
 from kron.gateway.app import create_app
 from kron.gateway.settings import GatewaySettings
 from kron.gateway.tokens import issue_token
+from kron.scheduler.agent_registry import AgentRegistryWorkflow
 from kron_testing.fake_composio import FakeComposio
 from kron_testing.temporal_server import TemporalDevServer
 
@@ -40,7 +47,27 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
 
 
 @pytest.fixture(scope="module")
-def fuzz_app(temporal_server: TemporalDevServer) -> Iterator[FastAPI]:
+def agent_registries(temporal_server: TemporalDevServer) -> Iterator[None]:
+    """The scheduler's worker hosts the agent registries: without it /agents answers 503 (as it
+    should when the scheduler is down), which the fuzz would rightly count as a server error."""
+    stop = threading.Event()
+
+    async def serve() -> None:
+        client = await Client.connect(temporal_server.address, data_converter=pydantic_data_converter)
+        queue = ScheduleSettings().scheduler_task_queue
+        async with Worker(client, task_queue=queue, workflows=[AgentRegistryWorkflow]):
+            while not stop.is_set():
+                await asyncio.sleep(0.05)
+
+    thread = threading.Thread(target=lambda: asyncio.run(serve()))
+    thread.start()
+    yield
+    stop.set()
+    thread.join(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def fuzz_app(temporal_server: TemporalDevServer, agent_registries: None) -> Iterator[FastAPI]:
     # schemathesis runs the app (and its lifespan) in its own event loop thread, so the app makes
     # its own Temporal client there instead of sharing the test loop's.
     with FakeComposio(api_key=COMPOSIO_KEY) as composio:
